@@ -1,0 +1,375 @@
+// One client network connection: framing, the packet dispatcher, keep alive, and the
+// outbound path (inflight window, write buffer, topic aliases, maximum packet size).
+import { Framer } from '../protocol/framer.js';
+import { decodeFrame, encode, type Packet, type IPublishPacket } from '../protocol/codec.js';
+import type { Transport } from '../transport/types.js';
+import type { Broker } from './broker.js';
+import type { Message } from './message.js';
+import { isExpired, remainingExpiry } from './message.js';
+import type { Delivery, Session } from './session.js';
+import { handleConnect } from './handlers/connect.js';
+import { handlePublish } from './handlers/publish.js';
+import { handlePuback, handlePubcomp, handlePubrec, handlePubrel } from './handlers/acks.js';
+import { handleSubscribe, handleUnsubscribe } from './handlers/subscribe.js';
+import { handleAuth, handleDisconnect } from './handlers/disconnect.js';
+
+export type ProtocolVersion = 3 | 4 | 5;
+type State = 'new' | 'connecting' | 'connected' | 'closed';
+
+let nextConnId = 1;
+
+export class ClientConnection {
+  readonly id = nextConnId++;
+  state: State = 'new';
+  version: ProtocolVersion | 0 = 0;
+  clientId = '';
+  username: string | undefined = undefined;
+  session: Session | null = null;
+  /** Accepted past max_connections: CONNECT gets 0x97 (5.0) or a close. */
+  overLimit = false;
+  /** Seconds; 0 = off. */
+  keepalive = 0;
+  /** Client's limits (5.0 CONNECT properties). */
+  clientReceiveMax = 65535;
+  clientMaxPacket = 268435455;
+  clientTopicAliasMax = 0;
+  /** Whether reason strings / user properties may go in non-PUBLISH packets. */
+  problemInfo = true;
+  /** Session Expiry Interval from CONNECT (5.0), for the DISCONNECT rule [MQTT-3.14.2-2]. */
+  connectExpiry = 0;
+  will: Message | null = null;
+  willDelay = 0;
+  /** Set by DISCONNECT 0x00 (normal) so that the will is discarded [MQTT-3.1.2-10]. */
+  discardWill = false;
+  readonly inboundAliases = new Map<number, string>();
+  private readonly outboundAliases = new Map<string, number>();
+  private readonly framer: Framer;
+  private lastSeen = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly connectedAt = Date.now();
+
+  constructor(readonly broker: Broker, readonly transport: Transport) {
+    this.framer = new Framer(broker.cfg.mqtt.max_packet_size);
+    transport.setHandlers({
+      data: (chunk) => this.onData(chunk),
+      drain: () => this.pump(),
+      close: () => this.onClose(),
+    });
+    // First packet must be CONNECT within the connect timeout [MQTT-3.1.0-1].
+    this.timer = setTimeout(() => {
+      if (this.state === 'new' || this.state === 'connecting') {
+        broker.log.debug('conn.connect_timeout', { remote: transport.remoteAddress });
+        this.transport.destroy();
+      }
+    }, broker.cfg.mqtt.connect_timeout_ms);
+  }
+
+  get isV5(): boolean {
+    return this.version === 5;
+  }
+
+  // ---- inbound --------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.broker.counters.bytesReceived += chunk.length;
+    this.lastSeen = Date.now();
+    const err = this.framer.push(chunk, (frame) => this.onFrame(frame));
+    if (err) {
+      this.broker.counters.malformedPackets++;
+      this.protocolClose(err.reasonCode, err.message);
+    }
+  }
+
+  /** Resume frame delivery after an async step (authentication). */
+  resumeFrames(): void {
+    if (this.state === 'closed') return;
+    this.transport.resumeReading();
+    const err = this.framer.push(Buffer.alloc(0), (frame) => this.onFrame(frame));
+    if (err) {
+      this.broker.counters.malformedPackets++;
+      this.protocolClose(err.reasonCode, err.message);
+    }
+  }
+
+  /** Returns false to stop frame delivery (CONNECT is being authenticated). */
+  private onFrame(frame: Buffer): boolean {
+    if (this.state === 'closed') return false;
+    if (this.state === 'connecting') return false;
+    this.broker.counters.packetsReceived++;
+    const r = decodeFrame(frame, this.version);
+    if (!r.ok) {
+      if (r.reasonCode === 0x84 && this.state === 'new') {
+        // Unsupported protocol level: CONNACK 0x84 (5.0) / return code 1 (3.1.1) [MQTT-3.1.2-2].
+        this.version = frame.length > 8 && r.message.includes('5') ? 5 : 4;
+        this.refuseConnect(0x84, r.message);
+        return false;
+      }
+      this.broker.counters.malformedPackets++;
+      this.protocolClose(r.reasonCode, r.message);
+      return false;
+    }
+    this.dispatch(r.packet);
+    return this.state === 'connected';
+  }
+
+  private dispatch(p: Packet): void {
+    if (this.state === 'new') {
+      if (p.cmd !== 'connect') {
+        this.broker.counters.protocolErrors++;
+        this.transport.destroy(); // [MQTT-3.1.0-1]
+        return;
+      }
+      this.state = 'connecting';
+      this.transport.pauseReading();
+      void handleConnect(this, p).catch((e: unknown) => {
+        this.broker.log.error('conn.connect_failed', { error: e });
+        this.transport.destroy();
+      });
+      return;
+    }
+    switch (p.cmd) {
+      case 'publish': return handlePublish(this, p);
+      case 'puback': return handlePuback(this, p);
+      case 'pubrec': return handlePubrec(this, p);
+      case 'pubrel': return handlePubrel(this, p);
+      case 'pubcomp': return handlePubcomp(this, p);
+      case 'subscribe': return handleSubscribe(this, p);
+      case 'unsubscribe': return handleUnsubscribe(this, p);
+      case 'pingreq': return this.send({ cmd: 'pingresp' });
+      case 'disconnect': return handleDisconnect(this, p);
+      case 'auth': return handleAuth(this, p);
+      case 'connect':
+        // A second CONNECT is a protocol error [MQTT-3.1.0-2].
+        return this.protocolClose(0x82, 'second CONNECT');
+      default:
+        return this.protocolClose(0x82, `unexpected ${p.cmd} from a client`);
+    }
+  }
+
+  // ---- connection lifecycle -----------------------------------------------------------
+
+  /** Called by the CONNECT handler once CONNACK 0x00 is written. */
+  started(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.keepalive > 0) {
+      // Close after 1.5 × keep alive without a packet [MQTT-3.1.2-24 v3 / 3.1.2-22 v5].
+      const limit = this.keepalive * 1500;
+      this.timer = setInterval(() => {
+        if (Date.now() - this.lastSeen > limit) {
+          this.broker.counters.keepaliveTimeouts++;
+          this.disconnect(0x8d, 'keep alive timeout');
+        }
+      }, Math.min(limit / 4, 5000));
+    }
+  }
+
+  /** CONNACK refusal, then close. */
+  refuseConnect(code: number, reason?: string): void {
+    this.broker.counters.connectionsRefused++;
+    if (this.version === 5) {
+      const props: Record<string, unknown> = {};
+      if (reason) props['reasonString'] = reason;
+      this.send({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: props } as Packet);
+    } else {
+      this.send({ cmd: 'connack', sessionPresent: false, returnCode: v3ReturnCode(code) } as Packet);
+    }
+    this.close();
+  }
+
+  /** Malformed packet or protocol error: DISCONNECT with the reason code (5.0), then close. */
+  protocolClose(code: number, message: string): void {
+    if (this.state === 'closed') return;
+    this.broker.log.debug('conn.protocol_error', { client: this.clientId, code, error: message });
+    if (code === 0x82) this.broker.counters.protocolErrors++;
+    if (this.state === 'connected') this.disconnect(code, message);
+    else this.close();
+  }
+
+  /** Server-initiated DISCONNECT (5.0 only has the packet), then close. */
+  disconnect(code: number, reason?: string): void {
+    if (this.state === 'closed') return;
+    if (this.version === 5 && this.state === 'connected') {
+      const props: Record<string, unknown> = {};
+      if (reason && this.problemInfo) props['reasonString'] = reason;
+      this.send({ cmd: 'disconnect', reasonCode: code, properties: props } as Packet);
+    }
+    this.close();
+  }
+
+  /** Flush, then close the stream. onClose runs when it is gone. */
+  close(): void {
+    if (this.state === 'closed') return;
+    this.transport.end();
+    // end() flushes; a peer that never reads must not hold the socket forever.
+    setTimeout(() => this.transport.destroy(), 2000).unref();
+  }
+
+  takenOver(): void {
+    this.broker.counters.takeovers++;
+    this.disconnect(0x8e, 'session taken over');
+    // The session now belongs to the new connection: detach before onClose.
+    this.session = null;
+  }
+
+  private onClose(): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    if (this.timer) {
+      clearTimeout(this.timer);
+      clearInterval(this.timer);
+    }
+    this.timer = null;
+    this.broker.connectionClosed(this, wasConnected);
+  }
+
+  // ---- outbound -------------------------------------------------------------------
+
+  send(p: Packet): void {
+    if (this.state === 'closed') return;
+    const buf = encode(p, this.version === 0 ? 4 : this.version);
+    this.writeBytes(buf);
+  }
+
+  private writeBytes(buf: Buffer): void {
+    this.broker.counters.bytesSent += buf.length;
+    this.broker.counters.packetsSent++;
+    this.transport.write(buf);
+  }
+
+  private get writeBlocked(): boolean {
+    return this.transport.bufferedBytes() > this.broker.cfg.mqtt.max_write_buffer;
+  }
+
+  /** Entry point for every message routed to this connection's session. */
+  deliver(d: Delivery): void {
+    const s = this.session;
+    if (!s || this.state !== 'connected') return;
+    if (d.qos === 0) {
+      if (s.queue.length > 0 || this.writeBlocked) {
+        // QoS 0 behind a full write buffer is dropped (counted), never buffered without bound.
+        if (this.writeBlocked) {
+          this.broker.counters.droppedWriteBuffer++;
+          return;
+        }
+        this.broker.enqueue(s, d);
+        return;
+      }
+      this.writePublish(d, 0, false);
+      return;
+    }
+    if (s.queue.length > 0 || s.inflight.size >= this.clientReceiveMax || this.writeBlocked) {
+      this.broker.enqueue(s, d);
+      return;
+    }
+    this.sendInflight(s, d);
+  }
+
+  private sendInflight(s: Session, d: Delivery): void {
+    const id = s.allocPacketId();
+    if (id === 0) {
+      this.broker.enqueue(s, d);
+      return;
+    }
+    if (this.writePublish(d, id, false)) s.inflight.set(id, { d, state: 'publish' });
+  }
+
+  /** Moves queued deliveries out while the window and the write buffer allow. */
+  pump(): void {
+    const s = this.session;
+    if (!s || this.state !== 'connected') return;
+    const now = Date.now();
+    while (s.queue.length > 0 && !this.writeBlocked) {
+      const d = s.queue[0]!;
+      if (d.qos > 0 && s.inflight.size >= this.clientReceiveMax) break;
+      s.queue.shift();
+      this.broker.dequeued(s, d);
+      if (isExpired(d.msg, now)) {
+        this.broker.counters.droppedExpired++;
+        continue;
+      }
+      if (d.qos === 0) this.writePublish(d, 0, false);
+      else this.sendInflight(s, d);
+    }
+  }
+
+  /** Resends the session's inflight messages after a reconnect, DUP set [MQTT-4.4.0-1]. */
+  resendInflight(): void {
+    const s = this.session;
+    if (!s) return;
+    for (const [id, e] of s.inflight) {
+      if (e.state === 'pubrel') this.send({ cmd: 'pubrel', messageId: id } as Packet);
+      else this.writePublish(e.d, id, true);
+    }
+  }
+
+  /**
+   * Encodes and writes one PUBLISH. Returns false when the message was dropped because
+   * it exceeds the client's Maximum Packet Size [MQTT-3.1.2-25], which counts as done.
+   */
+  writePublish(d: Delivery, packetId: number, dup: boolean): boolean {
+    const m = d.msg;
+    const p: IPublishPacket = {
+      cmd: 'publish', topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup,
+    };
+    if (packetId) p.messageId = packetId;
+    let newAlias = 0;
+    if (this.version === 5) {
+      const props: NonNullable<IPublishPacket['properties']> = m.props ? { ...m.props } : {};
+      const exp = remainingExpiry(m, Date.now());
+      if (exp !== undefined) props.messageExpiryInterval = exp;
+      if (d.subIds && d.subIds.length > 0) {
+        props.subscriptionIdentifier = (d.subIds.length === 1 ? d.subIds[0]! : d.subIds) as number;
+      }
+      if (this.clientTopicAliasMax > 0) {
+        const alias = this.outboundAliases.get(m.topic);
+        if (alias !== undefined) {
+          p.topic = '';
+          props.topicAlias = alias;
+        } else if (this.outboundAliases.size < this.clientTopicAliasMax) {
+          newAlias = this.outboundAliases.size + 1;
+          props.topicAlias = newAlias;
+        }
+      }
+      p.properties = props;
+    }
+    const buf = encode(p, this.version as ProtocolVersion);
+    if (buf.length > this.clientMaxPacket) {
+      this.broker.counters.droppedTooLarge++;
+      return false;
+    }
+    // The alias is the client's to know only once a packet carrying it went out.
+    if (newAlias) this.outboundAliases.set(m.topic, newAlias);
+    this.broker.counters.messagesSent++;
+    this.writeBytes(buf);
+    return true;
+  }
+
+  /** Frees a slot in the window; more queued messages may go. */
+  ackReleased(): void {
+    this.pump();
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      clientId: this.clientId, username: this.username, protocol: this.version,
+      transport: this.transport.kind, remote: this.transport.remoteAddress,
+      keepalive: this.keepalive, connectedAt: this.connectedAt,
+      inflight: this.session?.inflight.size ?? 0, queued: this.session?.queue.length ?? 0,
+    };
+  }
+}
+
+export function v3ReturnCode(code: number): number {
+  switch (code) {
+    case 0: return 0;
+    case 0x84: return 1;
+    case 0x85: return 2;
+    case 0x86: return 4;
+    case 0x87: return 5;
+    default: return 3;
+  }
+}
+

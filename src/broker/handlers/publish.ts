@@ -1,0 +1,65 @@
+// Inbound PUBLISH [MQTT-3.3]: topic alias, limits, authorization, exactly-once for QoS 2.
+import { isUtf8 } from 'node:buffer';
+import type { IPublishPacket, Packet } from '../../protocol/codec.js';
+import { validateTopicName } from '../../protocol/topic.js';
+import type { ClientConnection } from '../connection.js';
+import type { Message } from '../message.js';
+import { pickMessageProps } from './connect.js';
+
+export function handlePublish(c: ClientConnection, p: IPublishPacket): void {
+  const b = c.broker;
+  const cfg = b.cfg.mqtt;
+  const s = c.session!;
+  const v5 = c.isV5;
+  const props = p.properties;
+  let topic = p.topic;
+
+  if (v5 && props?.topicAlias !== undefined) {
+    const alias = props.topicAlias;
+    // 0 or above our Topic Alias Maximum is an error [MQTT-3.3.2-8/9 v5].
+    if (alias === 0 || alias > cfg.max_topic_alias) return c.protocolClose(0x94, `topic alias ${alias} out of range`);
+    if (topic === '') {
+      const known = c.inboundAliases.get(alias);
+      if (known === undefined) return c.protocolClose(0x82, `unknown topic alias ${alias}`);
+      topic = known;
+    } else c.inboundAliases.set(alias, topic);
+  }
+  if (topic === '') return c.protocolClose(v5 ? 0x82 : 0x81, 'empty topic name');
+  const bad = validateTopicName(topic, cfg.max_topic_levels, cfg.max_topic_length);
+  if (bad) return c.protocolClose(0x90, bad);
+  if (p.qos > cfg.max_qos) return c.protocolClose(0x9b, `QoS ${p.qos} above maximum ${cfg.max_qos}`); // [MQTT-3.2.2-11 v5]
+  if (p.retain && !cfg.retain_available) return c.protocolClose(0x9a, 'retain not available'); // [MQTT-3.2.2-14 v5]
+
+  const id = p.messageId ?? 0;
+  if (p.qos === 2 && s.inboundQos2.has(id)) {
+    // Duplicate of a QoS 2 message not yet released: acknowledge, do not route again [MQTT-4.3.3-9 v3].
+    return c.send({ cmd: 'pubrec', messageId: id } as Packet);
+  }
+  if (p.qos === 2 && s.inboundQos2.size >= cfg.receive_maximum && v5) {
+    return c.protocolClose(0x93, 'Receive Maximum exceeded'); // [MQTT-3.3.4-9 v5]
+  }
+
+  let code = 0;
+  if (!b.auth.canPublish({ clientId: c.clientId, username: c.username }, topic)) {
+    b.counters.aclDeniedPublish++;
+    code = 0x87;
+  } else if (v5 && props?.payloadFormatIndicator && !isUtf8(p.payload as Buffer)) {
+    code = 0x99; // Payload Format Indicator 1 promises UTF-8 [MQTT-3.3.2.3.2 v5]
+  } else {
+    const m: Message = {
+      // The decoded payload is a view into the socket's read chunk: copy it so that a
+      // queued or retained message does not pin the whole chunk.
+      topic, payload: Buffer.from(p.payload as Buffer), qos: p.qos, retain: p.retain, from: c.clientId,
+      props: v5 && props ? pickMessageProps(props) : undefined,
+      expiresAt: v5 && props?.messageExpiryInterval ? Date.now() + props.messageExpiryInterval * 1000 : 0,
+    };
+    const n = b.publish(m);
+    if (n === 0 && v5) code = 0x10; // No matching subscribers
+  }
+  if (p.qos === 0) return;
+  // 3.1.1 has no reason codes: a refused QoS 1/2 message is acknowledged and dropped.
+  const rc = v5 && code !== 0 ? code : undefined;
+  if (p.qos === 1) return c.send({ cmd: 'puback', messageId: id, reasonCode: rc } as Packet);
+  if (code < 0x80) s.inboundQos2.add(id);
+  c.send({ cmd: 'pubrec', messageId: id, reasonCode: rc } as Packet);
+}

@@ -1,0 +1,58 @@
+// Picks one member of a shared-subscription group per message.
+import type { SharedStrategy } from '../config/types.js';
+import type { Subscription } from './subscription-index.js';
+
+export class SharedDispatcher {
+  private readonly rr = new Map<string, number>();
+  private readonly sticky = new Map<string, string>();
+
+  constructor(private readonly strategy: SharedStrategy) {}
+
+  /**
+   * `members` holds every subscription of the group; `usable` says whether a member can
+   * take a message now (connected, or holding a persistent session). Returns null when
+   * none can.
+   */
+  pick(
+    groupKey: string, members: Map<string, Subscription>, topic: string, publisher: string,
+    usable: (s: Subscription) => boolean, exclude?: string,
+  ): Subscription | null {
+    const list: Subscription[] = [];
+    for (const s of members.values()) if (s.clientId !== exclude && usable(s)) list.push(s);
+    if (list.length === 0) return null;
+    if (list.length === 1) return list[0]!;
+    switch (this.strategy) {
+      case 'random':
+        return list[Math.floor(Math.random() * list.length)]!;
+      case 'round_robin': {
+        const n = (this.rr.get(groupKey) ?? -1) + 1;
+        this.rr.set(groupKey, n % 1_000_000_000);
+        return list[n % list.length]!;
+      }
+      case 'sticky': {
+        const cur = this.sticky.get(groupKey);
+        const found = cur !== undefined ? list.find((s) => s.clientId === cur) : undefined;
+        if (found) return found;
+        const chosen = list[Math.floor(Math.random() * list.length)]!;
+        this.sticky.set(groupKey, chosen.clientId);
+        return chosen;
+      }
+      case 'hash_clientid':
+        return list[hash32(publisher) % list.length]!;
+      case 'hash_topic':
+        return list[hash32(topic) % list.length]!;
+    }
+  }
+
+  forgetGroup(groupKey: string): void {
+    this.rr.delete(groupKey);
+    this.sticky.delete(groupKey);
+  }
+}
+
+/** FNV-1a over UTF-16 code units: cheap and stable for the same key. */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
