@@ -653,6 +653,37 @@ describe('ws', () => {
   });
 });
 
+describe('JS fallback (allow_uws_fallback)', () => {
+  test('WS echo, destroy() reports close, HTTP JSON still work', T, async () => {
+    const fb = loadUws({ allowFallback: true, log, nativePath: '/nonexistent/uws.node' });
+    assert.equal(fb.native, false);
+    const r = recorder({ echo: true });
+    const l = track(await startWsListener({
+      name: 'ws-fb', uws: fb.uws, bind: HOST, port: 0, path: '/mqtt', maxPayloadLength: 65536, onConnection: r.onConnection, log,
+    }));
+    const c = await wsConnect(`ws://${HOST}:${l.port}/mqtt`, ['mqtt']);
+    assert.equal(c.protocol, 'mqtt');
+    const reply = once(c, 'message');
+    c.send(Buffer.from([0xc0, 0x00]));
+    assert.deepEqual([...((await reply) as [Buffer])[0]], [0xc0, 0x00]);
+    const a = r.accepted[0]!;
+    const closed = once(c, 'close');
+    a.t.destroy();
+    await closed;
+    await waitFor(() => a.closes.length === 1, 'close handler');
+    await l.close();
+
+    const h = track(await startHttp({
+      uws: fb.uws, bind: HOST, port: 0, log,
+      routes: [{ method: 'get', path: '/status', handler: ({ query }) => ({ status: 200, body: { q: query.get('q') } }) }],
+    }));
+    const res = await fetch(`http://${HOST}:${h.port}/status`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { q: null });
+    await h.close();
+  });
+});
+
 // ---------------------------------------------------------------- HTTP
 
 describe('http', () => {

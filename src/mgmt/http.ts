@@ -57,6 +57,18 @@ function statusLine(status: number): string {
   return `${status} ${STATUS_CODES[status] ?? 'Status'}`;
 }
 
+/** Raw query string. The JS fallback's getQuery() throws (new URL on a relative URL); its
+ *  getUrl() includes the query, unlike the native one. */
+function rawQuery(req: UwsHttpRequest): string {
+  try {
+    return req.getQuery() ?? '';
+  } catch {
+    const url = req.getUrl();
+    const i = url.indexOf('?');
+    return i < 0 ? '' : url.slice(i + 1);
+  }
+}
+
 function toJson(body: unknown): string {
   return JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) ?? 'null';
 }
@@ -116,7 +128,7 @@ export async function startHttp(opts: HttpOptions): Promise<Listener> {
         st.aborted = true;
       });
       // req is only valid during this callback: read everything now.
-      const query = new URLSearchParams(req.getQuery() ?? '');
+      const query = new URLSearchParams(rawQuery(req));
       if (route.method === 'get') {
         run(res, st, route, { query, body: null });
         return;

@@ -76,7 +76,9 @@ export async function startNode(cfg: Config, log: Logger): Promise<RunningNode> 
     if (l.wss_port && tls) {
       listeners.push(await startWsListener({
         name: 'wss', uws, bind: l.bind, port: l.wss_port, path: l.ws_path, maxPayloadLength, onConnection, log,
-        tls: { cert: tls.cert, key: tls.key, ca: tls.ca ?? undefined },
+        // uWS checks a client certificate against `ca` when one is sent; it cannot read the
+        // peer certificate, so cn_as_username works on MQTTS only (docs/auth.md).
+        tls: { cert: tls.cert, key: tls.key, ca: l.tls.request_cert ? tls.ca ?? undefined : undefined },
       }));
     }
   } catch (e) {

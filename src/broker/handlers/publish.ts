@@ -14,6 +14,8 @@ export function handlePublish(c: ClientConnection, p: IPublishPacket): void {
   const props = p.properties;
   let topic = p.topic;
 
+  // Subscription Identifiers travel only from server to client [MQTT-3.3.4-6 v5].
+  if (v5 && props?.subscriptionIdentifier !== undefined) return c.protocolClose(0x82, 'Subscription Identifier in a client PUBLISH');
   if (v5 && props?.topicAlias !== undefined) {
     const alias = props.topicAlias;
     // 0 or above our Topic Alias Maximum is an error [MQTT-3.3.2-8/9 v5].
