@@ -209,7 +209,7 @@ describe('main(): start and stop', () => {
     assert.equal(await done, 0);
     assert.deepEqual(h.stops, ['signal']);
     const msgs = h.stderr();
-    const stopping = msgs.find((l) => l['msg'] === 'node.stopping');
+    const stopping = msgs.find((l) => l['msg'] === 'node.signal');
     assert.ok(stopping, JSON.stringify(msgs));
     assert.equal(stopping['node'], 'n-test');
     assert.equal(stopping['signal'], 'SIGTERM');
