@@ -260,11 +260,13 @@ export class Broker {
     return true;
   }
 
-  /** QoS 1/2 messages in flight or queued to a shared member that left go to another member. */
+  /** QoS 1 messages in flight and QoS 1/2 messages queued to a shared member that left go to another member. */
   private redispatchShared(s: Session, clientId: string): void {
     const again: Delivery[] = [];
     for (const [id, e] of s.inflight) {
-      if (e.d.shared && e.state === 'publish') {
+      // QoS 1 only: a QoS 2 message already sent stays with this member, to be completed
+      // when it reconnects and never sent to another member [MQTT-4.8.2-4/5 v5].
+      if (e.d.shared && e.state === 'publish' && e.d.qos === 1) {
         s.inflight.delete(id);
         again.push(e.d);
       }

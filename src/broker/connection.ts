@@ -47,12 +47,19 @@ export class ClientConnection {
   private lastSeen = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private readonly connectedAt = Date.now();
+  /** transport.write() returned false: drain() will follow. */
+  private drainPending = false;
+  /** Inflight PUBLISHes still to be resent after a reconnect, held back by Receive Maximum. */
+  private readonly resendLater: number[] = [];
 
   constructor(readonly broker: Broker, readonly transport: Transport) {
     this.framer = new Framer(broker.cfg.mqtt.max_packet_size);
     transport.setHandlers({
       data: (chunk) => this.onData(chunk),
-      drain: () => this.pump(),
+      drain: () => {
+        this.drainPending = false;
+        this.pump();
+      },
       close: () => this.onClose(),
     });
     // First packet must be CONNECT within the connect timeout [MQTT-3.1.0-1].
@@ -101,7 +108,8 @@ export class ClientConnection {
     if (!r.ok) {
       if (r.reasonCode === 0x84 && this.state === 'new') {
         // Unsupported protocol level: CONNACK 0x84 (5.0) / return code 1 (3.1.1) [MQTT-3.1.2-2].
-        this.version = frame.length > 8 && r.message.includes('5') ? 5 : 4;
+        // A client asking for level 5 or above gets the 5.0 format, older levels the 3.1.1 one.
+        this.version = connectLevelByte(frame) >= 5 ? 5 : 4;
         this.refuseConnect(0x84, r.message);
         return false;
       }
@@ -193,7 +201,10 @@ export class ClientConnection {
     if (this.version === 5 && this.state === 'connected') {
       const props: Record<string, unknown> = {};
       if (reason && this.problemInfo) props['reasonString'] = reason;
-      this.send({ cmd: 'disconnect', reasonCode: code, properties: props } as Packet);
+      const p = { cmd: 'disconnect', reasonCode: code, properties: props } as Packet;
+      // No Reason String if it would make the packet exceed the client's Maximum Packet Size [MQTT-3.14.2-3 v5].
+      if (props['reasonString'] !== undefined && encode(p, 5).length > this.clientMaxPacket) delete props['reasonString'];
+      this.send(p);
     }
     this.close();
   }
@@ -236,11 +247,16 @@ export class ClientConnection {
   private writeBytes(buf: Buffer): void {
     this.broker.counters.bytesSent += buf.length;
     this.broker.counters.packetsSent++;
-    this.transport.write(buf);
+    if (!this.transport.write(buf)) this.drainPending = true;
   }
 
+  /**
+   * Over max_write_buffer, and only while the transport owes a drain() (its write() returned
+   * false): otherwise nothing would call pump() again, and a max_write_buffer below the
+   * transport's high-water mark would strand the session queue.
+   */
   private get writeBlocked(): boolean {
-    return this.transport.bufferedBytes() > this.broker.cfg.mqtt.max_write_buffer;
+    return this.drainPending && this.transport.bufferedBytes() > this.broker.cfg.mqtt.max_write_buffer;
   }
 
   /** Entry point for every message routed to this connection's session. */
@@ -299,9 +315,15 @@ export class ClientConnection {
   resendInflight(): void {
     const s = this.session;
     if (!s) return;
+    let sent = 0;
     for (const [id, e] of s.inflight) {
       if (e.state === 'pubrel') this.send({ cmd: 'pubrel', messageId: id } as Packet);
-      else this.writePublish(e.d, id, true);
+      // No more PUBLISHes than the client's Receive Maximum; the rest go as acks free the
+      // window [MQTT-4.9.0-2 v5].
+      else if (sent < this.clientReceiveMax) {
+        this.writePublish(e.d, id, true);
+        sent++;
+      } else this.resendLater.push(id);
     }
   }
 
@@ -349,6 +371,15 @@ export class ClientConnection {
 
   /** Frees a slot in the window; more queued messages may go. */
   ackReleased(): void {
+    const s = this.session;
+    while (s && this.resendLater.length > 0) {
+      const id = this.resendLater.shift()!;
+      const e = s.inflight.get(id);
+      if (e && e.state === 'publish') {
+        this.writePublish(e.d, id, true);
+        return;
+      }
+    }
     this.pump();
   }
 
@@ -360,6 +391,16 @@ export class ClientConnection {
       inflight: this.session?.inflight.size ?? 0, queued: this.session?.queue.length ?? 0,
     };
   }
+}
+
+/** The raw protocol level byte of a CONNECT frame, or -1 when the frame is cut short before it. */
+function connectLevelByte(frame: Buffer): number {
+  let pos = 1;
+  while (pos < frame.length && pos < 4 && (frame[pos]! & 0x80) !== 0) pos++; // remaining length
+  pos++;
+  if (pos + 2 > frame.length) return -1;
+  const at = pos + 2 + ((frame[pos]! << 8) | frame[pos + 1]!); // after the protocol name
+  return at < frame.length ? frame[at]! : -1;
 }
 
 export function v3ReturnCode(code: number): number {
