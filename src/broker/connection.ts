@@ -46,6 +46,8 @@ export class ClientConnection {
   private readonly framer: Framer;
   private lastSeen = Date.now();
   private timer: NodeJS.Timeout | null = null;
+  /** close() was called: frames still buffered behind the last one are not processed. */
+  private closing = false;
   private readonly connectedAt = Date.now();
   /** transport.write() returned false: drain() will follow. */
   private drainPending = false;
@@ -78,7 +80,7 @@ export class ClientConnection {
   // ---- inbound --------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.closing) return;
     this.broker.counters.bytesReceived += chunk.length;
     this.lastSeen = Date.now();
     const err = this.framer.push(chunk, (frame) => this.onFrame(frame));
@@ -101,7 +103,9 @@ export class ClientConnection {
 
   /** Returns false to stop frame delivery (CONNECT is being authenticated). */
   private onFrame(frame: Buffer): boolean {
-    if (this.state === 'closed') return false;
+    // Nothing after a fatal error or a DISCONNECT is processed, not even frames that
+    // arrived in the same chunk [MQTT-4.13.1-1 v5, MQTT-3.14.4-1 v5].
+    if (this.state === 'closed' || this.closing) return false;
     if (this.state === 'connecting') return false;
     this.broker.counters.packetsReceived++;
     const r = decodeFrame(frame, this.version);
@@ -212,6 +216,7 @@ export class ClientConnection {
   /** Flush, then close the stream. onClose runs when it is gone. */
   close(): void {
     if (this.state === 'closed') return;
+    this.closing = true;
     this.transport.end();
     // end() flushes; a peer that never reads must not hold the socket forever.
     setTimeout(() => this.transport.destroy(), 2000).unref();
