@@ -92,8 +92,12 @@ export class Broker {
         old.takenOver();
       }
       if (s.willTimer) {
+        // A delayed will: a continued session cancels it, a Clean Start ends the session
+        // and so publishes it now [MQTT-3.1.3-9 v5].
         clearTimeout(s.willTimer);
         s.willTimer = null;
+        if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
+        s.pendingWill = null;
       }
       if (s.expiryTimer) {
         clearTimeout(s.expiryTimer);
@@ -133,6 +137,7 @@ export class Broker {
       else {
         s.willTimer = setTimeout(() => {
           s.willTimer = null;
+          s.pendingWill = null;
           this.publishWill(will);
         }, delay * 1000);
         s.pendingWill = will;

@@ -34,11 +34,11 @@ export function handlePublish(c: ClientConnection, p: IPublishPacket): void {
 
   const id = p.messageId ?? 0;
   if (p.qos === 2 && s.inboundQos2.has(id)) {
-    // Duplicate of a QoS 2 message not yet released: acknowledge, do not route again [MQTT-4.3.3-9 v3].
+    // Duplicate of a QoS 2 message not yet released: acknowledge, do not route again [MQTT-4.3.3-2 v3, 4.3.3-10 v5].
     return c.send({ cmd: 'pubrec', messageId: id } as Packet);
   }
   if (p.qos === 2 && s.inboundQos2.size >= cfg.receive_maximum && v5) {
-    return c.protocolClose(0x93, 'Receive Maximum exceeded'); // [MQTT-3.3.4-9 v5]
+    return c.protocolClose(0x93, 'Receive Maximum exceeded'); // the client broke [MQTT-3.3.4-7 v5]
   }
 
   let code = 0;
