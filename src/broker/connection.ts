@@ -1,7 +1,8 @@
 // One client network connection: framing, the packet dispatcher, keep alive, and the
 // outbound path (inflight window, write buffer, topic aliases, maximum packet size).
 import { Framer } from '../protocol/framer.js';
-import { decodeFrame, encode, type Packet, type IPublishPacket } from '../protocol/codec.js';
+import { decodeFrame, encode, type Packet } from '../protocol/codec.js';
+import { encodePublish, type PublishFields, type PublishProps } from '../protocol/publish.js';
 import type { Transport } from '../transport/types.js';
 import type { Broker } from './broker.js';
 import type { Message } from './message.js';
@@ -338,31 +339,26 @@ export class ClientConnection {
    */
   writePublish(d: Delivery, packetId: number, dup: boolean): boolean {
     const m = d.msg;
-    const p: IPublishPacket = {
-      cmd: 'publish', topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup,
-    };
-    if (packetId) p.messageId = packetId;
+    const f: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup, packetId };
     let newAlias = 0;
     if (this.version === 5) {
-      const props: NonNullable<IPublishPacket['properties']> = m.props ? { ...m.props } : {};
+      const props: PublishProps = m.props ? { ...m.props } : {};
       const exp = remainingExpiry(m, Date.now());
       if (exp !== undefined) props.messageExpiryInterval = exp;
-      if (d.subIds && d.subIds.length > 0) {
-        props.subscriptionIdentifier = (d.subIds.length === 1 ? d.subIds[0]! : d.subIds) as number;
-      }
+      if (d.subIds && d.subIds.length > 0) props.subscriptionIds = d.subIds;
       if (this.clientTopicAliasMax > 0) {
         const alias = this.outboundAliases.get(m.topic);
         if (alias !== undefined) {
-          p.topic = '';
+          f.topic = '';
           props.topicAlias = alias;
         } else if (this.outboundAliases.size < this.clientTopicAliasMax) {
           newAlias = this.outboundAliases.size + 1;
           props.topicAlias = newAlias;
         }
       }
-      p.properties = props;
+      f.props = props;
     }
-    const buf = encode(p, this.version as ProtocolVersion);
+    const buf = encodePublish(f, this.version as ProtocolVersion);
     if (buf.length > this.clientMaxPacket) {
       this.broker.counters.droppedTooLarge++;
       return false;

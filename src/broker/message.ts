@@ -1,4 +1,5 @@
 import type { QoS } from '../protocol/codec.js';
+import type { UserPropertyPairs } from '../protocol/publish.js';
 
 /** 5.0 PUBLISH properties that travel with a message to its subscribers. */
 export interface MessageProps {
@@ -6,7 +7,8 @@ export interface MessageProps {
   contentType?: string;
   responseTopic?: string;
   correlationData?: Buffer;
-  userProperties?: Record<string, string | string[]>;
+  /** In the order the publisher sent them [MQTT-3.3.2-18 v5]. */
+  userProperties?: UserPropertyPairs;
 }
 
 /** A message as routed inside the broker (immutable once published). */

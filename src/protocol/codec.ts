@@ -15,6 +15,7 @@
 import mqttPacket from 'mqtt-packet';
 import type { Packet, Parser } from 'mqtt-packet';
 import { checkFrame, type ProtocolLevel } from './validate.js';
+import { readUserProperties, type UserPropertyPairs } from './publish.js';
 
 export type {
   Packet,
@@ -39,6 +40,9 @@ export type {
   IDisconnectPacket,
   IAuthPacket,
 } from 'mqtt-packet';
+
+/** A decoded 5.0 PUBLISH also carries its User Properties in wire order. */
+export type DecodedPublish = import('mqtt-packet').IPublishPacket & { userPropertyPairs?: UserPropertyPairs };
 
 export type DecodeResult =
   | { ok: true; packet: Packet }
@@ -119,6 +123,9 @@ export function decodeFrame(frame: Buffer, version: ProtocolLevel | 0): DecodeRe
     (slot.parser as unknown as { settings: unknown }).settings = {
       protocolVersion: version === 0 ? 4 : version,
     };
+  }
+  if (packet.cmd === 'publish' && version === 5 && packet.properties?.userProperties) {
+    (packet as DecodedPublish).userPropertyPairs = readUserProperties(frame);
   }
   return { ok: true, packet };
 }

@@ -4,3 +4,4 @@ export * from './framer.js';
 export * from './validate.js';
 export * from './codec.js';
 export * from './topic.js';
+export * from './publish.js';

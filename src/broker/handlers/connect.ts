@@ -1,6 +1,7 @@
 // CONNECT → CONNACK [MQTT-3.1 / 3.2].
 import { randomBytes } from 'node:crypto';
 import type { IConnectPacket, Packet } from '../../protocol/codec.js';
+import { userPropertiesToPairs, type UserPropertyPairs } from '../../protocol/publish.js';
 import { NEVER_EXPIRES } from '../broker.js';
 import type { ClientConnection, ProtocolVersion } from '../connection.js';
 
@@ -57,7 +58,7 @@ export async function handleConnect(c: ClientConnection, p: IConnectPacket): Pro
     c.will = {
       topic: w.topic, payload: Buffer.isBuffer(w.payload) ? w.payload : Buffer.from(w.payload), qos: wq,
       retain: !!w.retain, from: clientId,
-      props: v5 ? pickMessageProps(wp) : undefined,
+      props: v5 ? pickMessageProps(wp, wp.userProperties && userPropertiesToPairs(wp.userProperties)) : undefined,
       // Relative while the will waits; made absolute when it is published.
       expiresAt: v5 && wp.messageExpiryInterval ? wp.messageExpiryInterval * 1000 : 0,
     };
@@ -123,10 +124,8 @@ export async function handleConnect(c: ClientConnection, p: IConnectPacket): Pro
 }
 
 export function pickMessageProps(
-  p: {
-    payloadFormatIndicator?: boolean; contentType?: string; responseTopic?: string;
-    correlationData?: Buffer; userProperties?: Record<string, string | string[]>;
-  },
+  p: { payloadFormatIndicator?: boolean; contentType?: string; responseTopic?: string; correlationData?: Buffer },
+  userProperties: UserPropertyPairs | undefined,
 ): import('../message.js').MessageProps | undefined {
   const out: import('../message.js').MessageProps = {};
   let any = false;
@@ -134,6 +133,6 @@ export function pickMessageProps(
   if (p.contentType !== undefined) { out.contentType = p.contentType; any = true; }
   if (p.responseTopic !== undefined) { out.responseTopic = p.responseTopic; any = true; }
   if (p.correlationData !== undefined) { out.correlationData = p.correlationData; any = true; }
-  if (p.userProperties !== undefined) { out.userProperties = p.userProperties; any = true; }
+  if (userProperties !== undefined) { out.userProperties = userProperties; any = true; }
   return any ? out : undefined;
 }

@@ -1,12 +1,12 @@
 // Inbound PUBLISH [MQTT-3.3]: topic alias, limits, authorization, exactly-once for QoS 2.
 import { isUtf8 } from 'node:buffer';
-import type { IPublishPacket, Packet } from '../../protocol/codec.js';
+import type { DecodedPublish, Packet } from '../../protocol/codec.js';
 import { validateTopicName } from '../../protocol/topic.js';
 import type { ClientConnection } from '../connection.js';
 import type { Message } from '../message.js';
 import { pickMessageProps } from './connect.js';
 
-export function handlePublish(c: ClientConnection, p: IPublishPacket): void {
+export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   const b = c.broker;
   const cfg = b.cfg.mqtt;
   const s = c.session!;
@@ -52,7 +52,7 @@ export function handlePublish(c: ClientConnection, p: IPublishPacket): void {
       // The decoded payload is a view into the socket's read chunk: copy it so that a
       // queued or retained message does not pin the whole chunk.
       topic, payload: Buffer.from(p.payload as Buffer), qos: p.qos, retain: p.retain, from: c.clientId,
-      props: v5 && props ? pickMessageProps(props) : undefined,
+      props: v5 && props ? pickMessageProps(props, p.userPropertyPairs) : undefined,
       expiresAt: v5 && props?.messageExpiryInterval ? Date.now() + props.messageExpiryInterval * 1000 : 0,
     };
     const n = b.publish(m);
