@@ -3,55 +3,30 @@
 // certificates as usernames, and max_connections (incl. a burst far past the limit).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { startBroker, sleep, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import { makeTestPki } from './helpers/certs.js';
+import { fleetmqPasswd } from './helpers/cli.js';
+import { messages, trackClients } from './helpers/clients.js';
+import { field } from './helpers/raw-client.js';
+import { tempDir } from './helpers/tmp.js';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url)); // dist/src/cli/main.js
 const T = { timeout: 20_000 };
 
-let dir = '';
-const f = (n: string): string => join(dir, n);
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-access-'));
-});
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('fleetmq-access-');
+const f = tmp.file;
 
 // ---------------------------------------------------------------- helpers
 
-const mqttClients: MqttClient[] = [];
-const raws: RawClient[] = [];
-after(async () => {
-  for (const r of raws) r.destroy();
-  await Promise.all(mqttClients.map((c) => c.endAsync(true).catch(() => undefined)));
-});
+const clients = trackClients();
 
-/** `fleetmq passwd` as a child process; `input` is piped to stdin. */
-function passwd(args: string[], input?: string): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [CLI, 'passwd', ...args], { stdio: ['pipe', 'ignore', 'pipe'], timeout: 15_000 });
-    let stderr = '';
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stderr }));
-    p.stdin.end(input ?? '');
-  });
-}
+const connectMqtt = (url: string, opts: IClientOptions): Promise<MqttClient> =>
+  clients.mqtt(url, { connectTimeout: 5000, ...opts }, false);
 
-async function connectMqtt(url: string, opts: IClientOptions): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts }, false);
-  mqttClients.push(c);
-  return c;
-}
+const raw = (port: number, version: 4 | 5, connect: Record<string, unknown>) => clients.rawConnect(port, version, connect);
 
 /** Error from a refused MQTT.js connect (the promise must reject). */
 async function refusedMqtt(url: string, opts: IClientOptions): Promise<Error & { code?: number }> {
@@ -75,40 +50,6 @@ async function subscribeCodes(c: MqttClient, subs: Record<string, { qos: 0 | 1 |
   }
 }
 
-interface Got { topic: string; payload: string; qos: number }
-function inbox(c: MqttClient): Got[] {
-  const got: Got[] = [];
-  c.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), qos: packet.qos }));
-  return got;
-}
-
-async function raw(port: number, version: 4 | 5, connect: Record<string, unknown>): Promise<{ c: RawClient; connack: Packet }> {
-  const r = await RawClient.connected(port, version, connect as Partial<Packet>);
-  raws.push(r.c);
-  return r;
-}
-
-function field(p: Packet | null, name: string): unknown {
-  assert.ok(p, 'expected a packet, the connection closed');
-  return (p as unknown as Record<string, unknown>)[name];
-}
-
-/** CA, server certificate (CN=localhost, SAN IP:127.0.0.1) and a client certificate, in `dir`. */
-function makeCerts(clientCn: string): void {
-  const ossl = (...args: string[]): void => {
-    execFileSync('openssl', args, { stdio: 'ignore', timeout: 20_000 });
-  };
-  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=fleetmq access test CA', '-days', '2',
-    '-keyout', f('ca.key'), '-out', f('ca.crt'));
-  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', f('server.key'), '-out', f('server.csr'));
-  ossl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
-    '-days', '2', '-extfile', f('server.ext'), '-out', f('server.crt'));
-  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${clientCn}`, '-keyout', f('client.key'), '-out', f('client.csr'));
-  ossl('x509', '-req', '-in', f('client.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
-    '-days', '2', '-out', f('client.crt'));
-}
-
 // ---------------------------------------------------------------- password file + ACL
 
 describe('password file and ACL (allow_anonymous false, acl_default deny)', () => {
@@ -116,9 +57,9 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
   before(async () => {
     const pw = f('passwd');
     // Piped stdin (the documented way) and -b batch mode.
-    assert.equal((await passwd([pw, 'alice'], 'alice-pw\n')).code, 0);
-    assert.equal((await passwd(['-b', 'bob-pw', pw, 'bob'])).code, 0);
-    assert.equal((await passwd([pw, 'admin'], 'admin-pw\n')).code, 0);
+    assert.equal((await fleetmqPasswd([pw, 'alice'], 'alice-pw\n')).code, 0);
+    assert.equal((await fleetmqPasswd(['-b', 'bob-pw', pw, 'bob'])).code, 0);
+    assert.equal((await fleetmqPasswd([pw, 'admin'], 'admin-pw\n')).code, 0);
     assert.match(readFileSync(pw, 'utf8'), /^alice:\$scrypt\$/m);
     writeFileSync(f('acl'), [
       '# operators may do anything',
@@ -146,7 +87,7 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
     const conns = [...b.node.broker.connections].filter((c) => c.clientId.startsWith('pw-'));
     assert.deepEqual(conns.map((c) => [c.clientId, c.username]).sort(), [['pw-alice5', 'alice'], ['pw-bob4', 'bob']]);
     // Round trip through the authenticated connections (users/%u/inbox is theirs).
-    const got = inbox(a5);
+    const got = messages(a5);
     await a5.subscribeAsync('users/alice/inbox', { qos: 1 });
     await a5.publishAsync('users/alice/inbox', 'hi', { qos: 1 });
     await waitFor(() => got.length === 1, 'own inbox message');
@@ -238,7 +179,7 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
 
   test('[v5 MQTT-3.4.2-1/MQTT-3.5.2-1] ACL: denied QoS 1 gets PUBACK 0x87, QoS 2 PUBREC 0x87; nothing delivered; aclDeniedPublish counted', T, async () => {
     const admin = await connectMqtt(b.url, { protocolVersion: 5, clientId: 'pub5-admin', username: 'admin', password: 'admin-pw' });
-    const seen = inbox(admin);
+    const seen = messages(admin);
     await admin.subscribeAsync('#', { qos: 2 });
     const before = b.node.broker.counters.aclDeniedPublish;
     const { c } = await raw(b.port, 5, { clientId: 'dev7', username: 'alice', password: Buffer.from('alice-pw') });
@@ -269,7 +210,7 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
 
   test('[v3.1.1 MQTT-4.3.2-2] ACL: a denied QoS 1 message is acknowledged (PUBACK) and dropped', T, async () => {
     const admin = await connectMqtt(b.url, { protocolVersion: 4, clientId: 'pub4-admin', username: 'admin', password: 'admin-pw' });
-    const seen = inbox(admin);
+    const seen = messages(admin);
     await admin.subscribeAsync('users/#', { qos: 1 });
     const before = b.node.broker.counters.aclDeniedPublish;
     const { c } = await raw(b.port, 4, { clientId: 'pub4-bob', username: 'bob', password: Buffer.from('bob-pw') });
@@ -290,10 +231,10 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
   test('[v5 §5.4.2] [v3.1.1 §5.4.2] ACL: a denied QoS 0 message is dropped silently; the publisher stays connected', T, async () => {
     for (const v of [5, 4] as const) {
       const bob = await connectMqtt(b.url, { protocolVersion: v, clientId: `q0-bob${v}`, username: 'bob', password: 'bob-pw' });
-      const bobGot = inbox(bob);
+      const bobGot = messages(bob);
       await bob.subscribeAsync('users/bob/inbox', { qos: 0 });
       const admin = await connectMqtt(b.url, { protocolVersion: v, clientId: `q0-admin${v}`, username: 'admin', password: 'admin-pw' });
-      const adminGot = inbox(admin);
+      const adminGot = messages(admin);
       await admin.subscribeAsync('users/#', { qos: 0 });
       const before = b.node.broker.counters.aclDeniedPublish;
       const alice = await connectMqtt(b.url, { protocolVersion: v, clientId: `q0-alice${v}`, username: 'alice', password: 'alice-pw' });
@@ -313,7 +254,7 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
 
   test('[v5 MQTT-3.1.2-8] [v3.1.1 MQTT-3.1.2-8] ACL: a will on a topic the client may not publish to is never published', T, async () => {
     const admin = await connectMqtt(b.url, { protocolVersion: 5, clientId: 'will-admin', username: 'admin', password: 'admin-pw' });
-    const seen = inbox(admin);
+    const seen = messages(admin);
     await admin.subscribeAsync('#', { qos: 1 });
     const before = b.node.broker.counters.aclDeniedPublish;
     const wills = b.node.broker.counters.willsPublished;
@@ -337,7 +278,7 @@ describe('password file and ACL (allow_anonymous false, acl_default deny)', () =
 
   test('[v5 MQTT-3.8.4-6] ACL %c: a client owns devices/<client id>/# whatever its username', T, async () => {
     const c = await connectMqtt(b.url, { protocolVersion: 5, clientId: 'dev9', username: 'bob', password: 'bob-pw' });
-    const got = inbox(c);
+    const got = messages(c);
     const granted = await subscribeCodes(c, { 'devices/dev9/#': { qos: 1 }, 'devices/+/temp': { qos: 1 }, 'devices/dev1/#': { qos: 1 } });
     assert.deepEqual(granted, [1, 0x87, 0x87]);
     await c.publishAsync('devices/dev9/temp', '21', { qos: 1 });
@@ -353,7 +294,7 @@ describe('allow_anonymous true', () => {
   let b: TestBroker;
   before(async () => {
     const pw = f('passwd-anon');
-    assert.equal((await passwd(['-b', 'carol-pw', pw, 'carol'])).code, 0);
+    assert.equal((await fleetmqPasswd(['-b', 'carol-pw', pw, 'carol'])).code, 0);
     b = await startBroker({ auth: { allow_anonymous: true, password_file: pw } });
   });
   after(async () => {
@@ -363,7 +304,7 @@ describe('allow_anonymous true', () => {
   test('[v5 MQTT-3.1.4-2] [v3.1.1 §5.4.1] clients without credentials are accepted; given names are still checked', T, async () => {
     const a5 = await connectMqtt(b.url, { protocolVersion: 5, clientId: 'anon-ok5' });
     const a4 = await connectMqtt(b.url, { protocolVersion: 4, clientId: 'anon-ok4' });
-    const got = inbox(a4);
+    const got = messages(a4);
     await a4.subscribeAsync('anon/t', { qos: 1 });
     await a5.publishAsync('anon/t', 'hello', { qos: 1 });
     await waitFor(() => got.length === 1, 'anonymous round trip');
@@ -382,7 +323,7 @@ describe('TLS client certificate: CN as username', () => {
   let b: TestBroker;
   let tlsOpts: IClientOptions;
   before(async () => {
-    makeCerts('device42');
+    makeTestPki(tmp.path, 'fleetmq access test CA', 'device42');
     writeFileSync(f('acl-cn'), 'allow all user:device42 devices/%u/#\n');
     b = await startBroker({
       listeners: {
@@ -406,7 +347,7 @@ describe('TLS client certificate: CN as username', () => {
     const conn = [...b.node.broker.connections].find((x) => x.clientId === 'cert-5');
     assert.equal(conn?.transport.kind, 'tls');
     assert.equal(conn?.username, 'device42');
-    const got = inbox(c);
+    const got = messages(c);
     const granted = await subscribeCodes(c, { 'devices/device42/#': { qos: 1 }, 'devices/mallory/#': { qos: 1 } });
     assert.deepEqual(granted, [1, 0x87]);
     await c.publishAsync('devices/device42/temp', '20.5', { qos: 1 });
@@ -418,7 +359,7 @@ describe('TLS client certificate: CN as username', () => {
 
   test('[v3.1.1 §5.4.1] a 3.1.1 client is identified by its certificate too', T, async () => {
     const c = await connectMqtt(`mqtts://127.0.0.1:${b.mqttsPort}`, { ...tlsOpts, protocolVersion: 4, clientId: 'cert-4' });
-    const got = inbox(c);
+    const got = messages(c);
     const granted = await subscribeCodes(c, { 'devices/device42/x': { qos: 0 }, 'devices/other/x': { qos: 0 } });
     assert.deepEqual(granted, [0, 0x80]);
     await c.publishAsync('devices/device42/x', 'v4', { qos: 0 });
@@ -469,7 +410,7 @@ describe('max_connections', () => {
     assert.equal(b.node.broker.sessions.has('over-5'), false);
 
     // The held connections still work.
-    const got = inbox(held[1]!);
+    const got = messages(held[1]!);
     await held[1]!.subscribeAsync('mc/t', { qos: 1 });
     await held[0]!.publishAsync('mc/t', 'still serving', { qos: 1 });
     await waitFor(() => got.length === 1, 'message between held clients');
@@ -536,7 +477,7 @@ describe('max_connections', () => {
     await waitFor(() => b.node.broker.connections.size === MAX, 'only the held connections left');
 
     // Still serving: the held clients talk, and a freed slot is accepted.
-    const got = inbox(held[2]!);
+    const got = messages(held[2]!);
     await held[2]!.subscribeAsync('burst/t', { qos: 1 });
     await held[3]!.publishAsync('burst/t', 'alive', { qos: 1 });
     await waitFor(() => got.length === 1, 'message after the burst');

@@ -1,8 +1,6 @@
-import { test, describe, before, after } from 'node:test';
+import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 
 import {
@@ -26,14 +24,9 @@ import { createAuthorizer, type AuthorizerConfig } from '../src/auth/authorizer.
 import { runPasswd } from '../src/auth/passwd-cli.js';
 import { Logger } from '../src/log/logger.js';
 import type { Authorizer, ClientIdentity, Credentials } from '../src/auth/types.js';
+import { tempDir } from './helpers/tmp.js';
 
-let dir: string;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'fleetmq-auth-'));
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('fleetmq-auth-');
 
 const HASH_RE = /^\$scrypt\$N=16384,r=8,p=1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/;
 
@@ -183,12 +176,12 @@ describe('password file', () => {
   });
 
   test('load of a missing file names the file', async () => {
-    const f = join(dir, 'missing.passwd');
+    const f = tmp.file('missing.passwd');
     await assert.rejects(loadPasswordFile(f), (e: Error) => e.message.includes(f));
   });
 
   test('upsertUser creates (0600), updates in place keeping comments; removeUser', async () => {
-    const f = join(dir, 'upsert.passwd');
+    const f = tmp.file('upsert.passwd');
     assert.equal(await upsertUser(f, 'alice', 'a1'), 'added');
     assert.equal((await stat(f)).mode & 0o777, 0o600);
     assert.equal(await upsertUser(f, 'bob', 'b1'), 'added');
@@ -210,12 +203,12 @@ describe('password file', () => {
     assert.equal(await removeUser(f, 'alice'), false);
     assert.deepEqual([...(await loadPasswordFile(f)).keys()], ['bob']);
     assert.match(await readFile(f, 'utf8'), /^# header comment\nbob:/);
-    await assert.rejects(removeUser(join(dir, 'nope.passwd'), 'x'), /nope\.passwd/);
+    await assert.rejects(removeUser(tmp.file('nope.passwd'), 'x'), /nope\.passwd/);
     await assert.rejects(upsertUser(f, 'a:b', 'x'), /"a:b".*upsert\.passwd.*":"/);
   });
 
   test('upsertUser refuses to rewrite a corrupt file', async () => {
-    const f = join(dir, 'corrupt.passwd');
+    const f = tmp.file('corrupt.passwd');
     await writeFile(f, 'alice:$scrypt$broken\n');
     await assert.rejects(upsertUser(f, 'bob', 'x'), (e: Error) => e.message.startsWith(`${f}:1:`));
     assert.equal(await readFile(f, 'utf8'), 'alice:$scrypt$broken\n', 'file left untouched');
@@ -445,8 +438,8 @@ describe('authorizer', () => {
   let pwFile: string;
   let aclFile: string;
   before(async () => {
-    pwFile = join(dir, 'authz.passwd');
-    aclFile = join(dir, 'authz.acl');
+    pwFile = tmp.file('authz.passwd');
+    aclFile = tmp.file('authz.acl');
     await upsertUser(pwFile, 'alice', 'wonderland');
     await upsertUser(pwFile, 'bob', Buffer.from('builder'));
     await writeFile(aclFile, '# acl\nallow all all users/%u/#\nallow subscribe all public/#\ndeny all all #\n');
@@ -583,20 +576,20 @@ describe('authorizer', () => {
   });
 
   test('bad files fail creation with file and line', async () => {
-    const badAcl = join(dir, 'bad.acl');
+    const badAcl = tmp.file('bad.acl');
     await writeFile(badAcl, 'allow all all ok\nallow all all bad/#/x\n');
     await assert.rejects(
       createAuthorizer(baseCfg({ acl_file: badAcl }), captureLog().log),
       (e: Error) => e.message.startsWith(`${badAcl}:2:`),
     );
-    const badPw = join(dir, 'bad.passwd');
+    const badPw = tmp.file('bad.passwd');
     await writeFile(badPw, '# ok\nalice\n');
     await assert.rejects(
       createAuthorizer(baseCfg({ password_file: badPw }), captureLog().log),
       (e: Error) => e.message.startsWith(`${badPw}:2:`),
     );
     await assert.rejects(
-      createAuthorizer(baseCfg({ password_file: join(dir, 'absent.passwd') }), captureLog().log),
+      createAuthorizer(baseCfg({ password_file: tmp.file('absent.passwd') }), captureLog().log),
       /absent\.passwd/,
     );
   });
@@ -620,7 +613,7 @@ describe('passwd cli', () => {
     verifyPassword(Buffer.from(pw), (await loadPasswordFile(file)).get(user) ?? '');
 
   test('piped stdin: one line sets the password; creates the file 0600', async () => {
-    const f = join(dir, 'cli1.passwd');
+    const f = tmp.file('cli1.passwd');
     const s = io(['pass word\r\n', 'second line ignored\n']);
     assert.equal(await runPasswd([f, 'alice'], s), 0, s.stderr.text);
     assert.equal((await stat(f)).mode & 0o777, 0o600);
@@ -633,7 +626,7 @@ describe('passwd cli', () => {
   });
 
   test('-b batch mode, update, -D delete', async () => {
-    const f = join(dir, 'cli2.passwd');
+    const f = tmp.file('cli2.passwd');
     assert.equal(await runPasswd(['-b', 'first', f, 'carol'], io()), 0);
     assert.equal(await check(f, 'carol', 'first'), true);
     assert.equal(await runPasswd([f, 'carol', '-b', 'second'], io()), 0, 'options anywhere');
@@ -647,12 +640,12 @@ describe('passwd cli', () => {
     assert.equal(await runPasswd(['-D', f, 'carol'], s), 1);
     assert.match(s.stderr.text, /user "carol" not found in .*cli2\.passwd/);
     const s2 = io();
-    assert.equal(await runPasswd(['-D', join(dir, 'none.passwd'), 'x'], s2), 1);
+    assert.equal(await runPasswd(['-D', tmp.file('none.passwd'), 'x'], s2), 1);
     assert.match(s2.stderr.text, /none\.passwd/);
   });
 
   test('errors: usage, empty password, bad username, corrupt file', async () => {
-    const f = join(dir, 'cli3.passwd');
+    const f = tmp.file('cli3.passwd');
     for (const args of [[], [f], [f, 'a', 'b'], ['-x', f, 'a'], ['-b'], ['-D', '-b', 'p', f, 'a']]) {
       const s = io();
       assert.equal(await runPasswd(args, s), 2, `args ${JSON.stringify(args)}`);
@@ -691,7 +684,7 @@ describe('passwd cli', () => {
       t.end(input);
       return { t, modes };
     };
-    const f = join(dir, 'cli4.passwd');
+    const f = tmp.file('cli4.passwd');
     const ok = fakeTty('abc\u007fd\rabd\r');
     const s = io(ok.t);
     assert.equal(await runPasswd([f, 'erin'], s), 0, s.stderr.text);

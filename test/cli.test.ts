@@ -1,10 +1,9 @@
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -14,20 +13,15 @@ import { main, type MainDeps } from '../src/cli/main.js';
 import { OPTIONS } from '../src/config/load.js';
 import type { Config } from '../src/config/types.js';
 import type { Logger } from '../src/log/logger.js';
+import { canConnect, freePort } from './helpers/broker.js';
+import { CLI_MAIN, cleanEnv } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url)); // dist/src/cli/main.js
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-let dir: string;
-
-/** The environment without FLEETMQ_* variables, so the caller's shell cannot change results. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FLEETMQ_')) env[k] = v;
-  return { ...env, ...extra };
-}
+const tmp = tempDir('fleetmq-cli-');
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { env: cleanEnv(env), encoding: 'utf8', timeout: 20_000, input, cwd: dir });
+  const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { env: cleanEnv(env), encoding: 'utf8', timeout: 20_000, input, cwd: tmp.path });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -37,13 +31,6 @@ function jsonLines(text: string): Array<Record<string, unknown>> {
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-cli-'));
-});
-after(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe('fleetmq binary: usage errors exit 2 and name the flag', () => {
   const cases: Array<[string[], string]> = [
@@ -99,13 +86,13 @@ describe('fleetmq binary: help and version', () => {
   });
 
   test('the bin entry starts with a shebang', () => {
-    assert.ok(readFileSync(MAIN, 'utf8').startsWith('#!/usr/bin/env node\n'));
+    assert.ok(readFileSync(CLI_MAIN, 'utf8').startsWith('#!/usr/bin/env node\n'));
   });
 });
 
 describe('fleetmq start: bad configuration exits 2 with one JSON log line', () => {
   test('--config with a bad option value', () => {
-    const bad = join(dir, 'bad.json');
+    const bad = tmp.file('bad.json');
     writeFileSync(bad, JSON.stringify({ mqtt: { max_qos: 3 } }));
     const r = run(['start', '--config', bad]);
     assert.equal(r.code, 2, r.stderr);
@@ -118,7 +105,7 @@ describe('fleetmq start: bad configuration exits 2 with one JSON log line', () =
   });
 
   test('--config with invalid JSON names the file', () => {
-    const bad = join(dir, 'broken.json');
+    const bad = tmp.file('broken.json');
     writeFileSync(bad, '{ "mqtt": ');
     const r = run(['start', '--config', bad]);
     assert.equal(r.code, 2, r.stderr);
@@ -128,7 +115,7 @@ describe('fleetmq start: bad configuration exits 2 with one JSON log line', () =
   });
 
   test('an unknown key via FLEETMQ_CONFIG, and a bad env override', () => {
-    const bad = join(dir, 'unknown.json');
+    const bad = tmp.file('unknown.json');
     writeFileSync(bad, JSON.stringify({ listeners: { mqtt_prot: 1 } }));
     const r = run(['start'], { FLEETMQ_CONFIG: bad });
     assert.equal(r.code, 2, r.stderr);
@@ -141,7 +128,7 @@ describe('fleetmq start: bad configuration exits 2 with one JSON log line', () =
 
 describe('fleetmq passwd delegates to runPasswd', () => {
   test('-b adds a user; exit code passed through', () => {
-    const file = join(dir, 'passwd');
+    const file = tmp.file('passwd');
     const r = run(['passwd', '-b', 's3cret', file, 'alice']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(readFileSync(file, 'utf8'), /^alice:/m);
@@ -317,32 +304,10 @@ describe('parseCommandLine', () => {
 // ---------------------------------------------------------------------------------------
 // The real node (src/runtime/node.ts), as a separate process.
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection({ port, host: '127.0.0.1' });
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}
-
 describe('fleetmq start: real process', () => {
   test('listens, and on SIGTERM logs node.stopping and exits 0', async () => {
     const [mqtt, http] = [await freePort(), await freePort()];
-    const child = spawn(process.execPath, [MAIN, 'start', '--bind', '127.0.0.1', '--mqtt-port', String(mqtt), '--http-port', String(http), '--ws-port', '0', '--data-dir', dir], {
+    const child = spawn(process.execPath, [CLI_MAIN, 'start', '--bind', '127.0.0.1', '--mqtt-port', String(mqtt), '--http-port', String(http), '--ws-port', '0', '--data-dir', tmp.path], {
       env: cleanEnv(),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -369,11 +334,11 @@ describe('fleetmq start: real process', () => {
     const port = typeof addr === 'object' && addr ? addr.port : 0;
     try {
       const http = await freePort();
-      const r = spawnSync(process.execPath, [MAIN, 'start', '--bind', '127.0.0.1', '--mqtt-port', String(port), '--http-port', String(http), '--ws-port', '0'], {
+      const r = spawnSync(process.execPath, [CLI_MAIN, 'start', '--bind', '127.0.0.1', '--mqtt-port', String(port), '--http-port', String(http), '--ws-port', '0'], {
         env: cleanEnv(),
         encoding: 'utf8',
         timeout: 20_000,
-        cwd: dir,
+        cwd: tmp.path,
       });
       assert.equal(r.status, 1, r.stderr);
       const errors = jsonLines(r.stderr).filter((l) => l['level'] === 'error');

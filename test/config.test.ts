@@ -1,9 +1,7 @@
-import { test, describe, before, after } from 'node:test';
+import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 import { DEFAULTS, defaultMaxConnections, openFileLimit } from '../src/config/defaults.js';
 import {
@@ -17,13 +15,14 @@ import {
   type OptionSpec,
 } from '../src/config/load.js';
 import type { Config } from '../src/config/types.js';
+import { tempDir } from './helpers/tmp.js';
 
 const ROOT = new URL('../../', import.meta.url); // dist/test/ -> repo root
-let dir: string;
+const tmp = tempDir('fleetmq-config-');
 let n = 0;
 
 function tmpFile(content: string, name = `f${n++}.json`): string {
-  const p = join(dir, name);
+  const p = tmp.file(name);
   writeFileSync(p, content);
   return p;
 }
@@ -57,13 +56,6 @@ function leafPaths(o: unknown, prefix = ''): string[] {
   if (typeof o !== 'object' || o === null || Array.isArray(o)) return [prefix];
   return Object.entries(o).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
 }
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-config-'));
-});
-after(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe('defaults', () => {
   test('the option table covers exactly the fields of Config', () => {
@@ -300,10 +292,10 @@ describe('bad options name the option and the value', () => {
   });
 
   test('files that do not exist or are not readable files', () => {
-    const missing = join(dir, 'nope.pem');
+    const missing = tmp.file('nope.pem');
     const e = configError(() => loadDoc({ auth: { password_file: missing } }));
     assert.ok(e.message.includes(`option "auth.password_file": cannot read file ${JSON.stringify(missing)}: no such file`), e.message);
-    const sub = join(dir, 'a-directory');
+    const sub = tmp.file('a-directory');
     mkdirSync(sub, { recursive: true });
     const e2 = configError(() => loadDoc({ auth: { acl_file: sub } }));
     assert.ok(e2.message.includes(`option "auth.acl_file": ${JSON.stringify(sub)} is not a regular file`), e2.message);
@@ -398,7 +390,7 @@ describe('config file problems', () => {
   });
 
   test('missing config file', () => {
-    const p = join(dir, 'missing.json');
+    const p = tmp.file('missing.json');
     const e = configError(() => loadConfig({ argv: { config: p }, env: {} }));
     assert.ok(e.message.includes(`cannot read config file ${JSON.stringify(p)}: no such file`), e.message);
   });

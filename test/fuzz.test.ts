@@ -22,6 +22,7 @@ import mqtt from 'mqtt';
 import { Framer, type FrameError } from '../src/protocol/framer.js';
 import { decodeFrame, encode, type Packet, type QoS } from '../src/protocol/codec.js';
 import { startBroker, waitFor, type TestBroker } from './helpers/broker.js';
+import { frame, varintBuffer } from './helpers/packets.js';
 import { RawClient } from './helpers/raw-client.js';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? 0x5eed_f00d) >>> 0;
@@ -218,17 +219,6 @@ function validPacket(r: Rng, v: 4 | 5, type: (typeof TYPES)[number]): Packet {
 
 // ---------------------------------------------------------------- mutations
 
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
 /** Header length of an encoded packet (type byte + remaining-length bytes), if sane. */
 function headerLen(b: Buffer): number {
   let i = 1;
@@ -247,7 +237,7 @@ function randomProps(r: Rng): Buffer {
       case 0: parts.push(Buffer.from([r.chance(0.8) ? r.int(2) : r.int(256)])); break; // byte
       case 1: parts.push(r.bytes(2)); break; // two-byte integer
       case 2: parts.push(r.bytes(4)); break; // four-byte integer
-      case 3: parts.push(r.chance(0.8) ? varint(r.int(1 << 21)) : r.bytes(r.range(1, 5))); break; // varint
+      case 3: parts.push(r.chance(0.8) ? varintBuffer(r.int(1 << 21)) : r.bytes(r.range(1, 5))); break; // varint
       case 4: { // string / binary
         const body = r.chance(0.7) ? Buffer.from(text(r)) : r.bytes(r.int(6));
         parts.push(Buffer.from([0, r.chance(0.9) ? body.length : r.int(256)]), body);
@@ -262,7 +252,7 @@ function randomProps(r: Rng): Buffer {
   }
   const block = Buffer.concat(parts);
   const len = r.chance(0.85) ? block.length : Math.max(0, block.length + r.range(-2, 2));
-  return Buffer.concat([varint(len), block]);
+  return Buffer.concat([varintBuffer(len), block]);
 }
 
 /** Offset of the property block in a 5.0 packet, where easy to find; -1 otherwise. */
@@ -282,11 +272,6 @@ function propsOffset(b: Buffer): number {
     case 2: return h + 2; // flags, reason code
     default: return -1;
   }
-}
-
-/** Rewrites the remaining length with the real body length (after body edits). */
-function reframe(b0: number, body: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([b0]), varint(body.length), body]);
 }
 
 function mutate(r: Rng, pkt: Buffer, v: 4 | 5, other: () => Buffer, maxRounds = 3): Buffer {
@@ -317,8 +302,8 @@ function mutate(r: Rng, pkt: Buffer, v: 4 | 5, other: () => Buffer, maxRounds = 
         const h = headerLen(b);
         const body = b.subarray(h);
         const rl = r.pick([
-          () => varint(Math.max(0, body.length + r.range(-3, 3))),
-          () => varint(r.int(1 << 28)),
+          () => varintBuffer(Math.max(0, body.length + r.range(-3, 3))),
+          () => varintBuffer(r.int(1 << 28)),
           () => r.bytes(r.range(1, 5)),
           () => Buffer.from([0x80 | r.int(128), 0x00]), // not minimal
           () => Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f]), // 5 bytes
@@ -330,7 +315,7 @@ function mutate(r: Rng, pkt: Buffer, v: 4 | 5, other: () => Buffer, maxRounds = 
         const h = headerLen(b);
         const body = Buffer.from(b.subarray(h));
         if (body.length > 0) body[r.int(body.length)] = r.pick([0x00, 0xff, 0xc0, 0xed, 0x23, 0x2b, r.int(256)]);
-        b = reframe(b[0] ?? 0x30, body);
+        b = frame(b[0] ?? 0x30, body);
         break;
       }
       case 6: { // random property block (5.0), or a random fixed-header flag nibble
@@ -352,7 +337,7 @@ function mutate(r: Rng, pkt: Buffer, v: 4 | 5, other: () => Buffer, maxRounds = 
             end = Math.min(b.length, i + n);
           }
           const body = Buffer.concat([b.subarray(h, at), randomProps(r), b.subarray(end)]);
-          b = reframe(b[0]!, body);
+          b = frame(b[0]!, body);
         } else if (b.length > 0) {
           b[0] = (b[0]! & 0xf0) | r.int(16);
         }
@@ -411,7 +396,7 @@ function makeInput(seed: number, index: number, forceVersion?: 4 | 5, live = fal
   if (roll < 8) {
     // Random bytes, with a plausible fixed header half of the time.
     const body = r.bytes(r.int(64));
-    const bytes = r.chance(0.5) ? Buffer.concat([Buffer.from([r.int(256)]), varint(body.length), body]) : body;
+    const bytes = r.chance(0.5) ? frame(r.int(256), body) : body;
     return { version, kind: 'random', bytes };
   }
   const { type, bytes } = encodeValid(r, version);

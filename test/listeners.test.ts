@@ -2,68 +2,32 @@
 // WebSocket as a byte stream, and write backpressure towards a client that stops reading.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { readFileSync } from 'node:fs';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import WebSocket from 'ws';
 import { startBroker, sleep, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import { makeTestPki } from './helpers/certs.js';
+import { messages, trackClients, type Message } from './helpers/clients.js';
+import { field } from './helpers/raw-client.js';
+import { tempDir } from './helpers/tmp.js';
+import { wsRefusal } from './helpers/ws.js';
 
 const T = { timeout: 30_000 };
 
-let dir = '';
-const f = (n: string): string => join(dir, n);
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-listeners-'));
-});
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('fleetmq-listeners-');
+const f = tmp.file;
 
 // ---------------------------------------------------------------- helpers
 
-const mqttClients: MqttClient[] = [];
-const raws: RawClient[] = [];
+const clients = trackClients();
 const sockets: WebSocket[] = [];
-after(async () => {
-  for (const r of raws) r.destroy();
+after(() => {
   for (const s of sockets) s.terminate();
-  await Promise.all(mqttClients.map((c) => c.endAsync(true).catch(() => undefined)));
 });
 
-async function connectMqtt(url: string, opts: IClientOptions): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts }, false);
-  mqttClients.push(c);
-  return c;
-}
-
-interface Got { topic: string; payload: string; qos: number }
-function inbox(c: MqttClient): Got[] {
-  const got: Got[] = [];
-  c.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), qos: packet.qos }));
-  return got;
-}
-
-function field(p: Packet | null | undefined, name: string): unknown {
-  assert.ok(p, 'expected a packet');
-  return (p as unknown as Record<string, unknown>)[name];
-}
-
-/** CA and a server certificate (CN=localhost, SAN IP:127.0.0.1) in `dir`. */
-function makeCerts(): void {
-  const ossl = (...args: string[]): void => {
-    execFileSync('openssl', args, { stdio: 'ignore', timeout: 20_000 });
-  };
-  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=fleetmq listeners test CA', '-days', '2',
-    '-keyout', f('ca.key'), '-out', f('ca.crt'));
-  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', f('server.key'), '-out', f('server.csr'));
-  ossl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
-    '-days', '2', '-extfile', f('server.ext'), '-out', f('server.crt'));
-}
+const connectMqtt = (url: string, opts: IClientOptions): Promise<MqttClient> =>
+  clients.mqtt(url, { connectTimeout: 5000, ...opts }, false);
 
 /** A `ws` client speaking raw MQTT bytes; incoming frames are parsed as one byte stream. */
 class WsMqtt {
@@ -95,21 +59,6 @@ class WsMqtt {
   }
 }
 
-/** HTTP status of a refused WebSocket upgrade. */
-function wsRefusal(url: string, protocols?: string[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url);
-    sockets.push(ws);
-    ws.once('open', () => reject(new Error(`upgrade to ${url} accepted`)));
-    ws.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      res.resume();
-      ws.terminate();
-    });
-    ws.once('error', () => undefined);
-  });
-}
-
 const gen = (p: Record<string, unknown>, version: 4 | 5): Buffer =>
   mqttPacket.generate(p as unknown as Packet, { protocolVersion: version });
 
@@ -119,7 +68,7 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
   let b: TestBroker;
   let ca: Buffer;
   before(async () => {
-    makeCerts();
+    makeTestPki(tmp.path, 'fleetmq listeners test CA');
     ca = readFileSync(f('ca.crt'));
     b = await startBroker({
       listeners: { tls: { cert: f('server.crt'), key: f('server.key'), ca: f('ca.crt'), request_cert: false } },
@@ -143,7 +92,7 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
     const conn = [...b.node.broker.connections].find((x) => x.clientId === id);
     assert.equal(conn?.transport.kind, kind);
     assert.equal(conn?.version, version);
-    const got = inbox(c);
+    const got = messages(c);
     const topic = `rt/${kind}/${version}`;
     await c.subscribeAsync(topic, { qos: 2 });
     for (const qos of [0, 1, 2] as const) await c.publishAsync(topic, `q${qos}`, { qos });
@@ -170,10 +119,10 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
   test('[v3.1.1 §4.2] [v5 §4.2] transports interoperate: every publisher reaches every subscriber (TCP, TLS, WS, WSS)', T, async () => {
     const u = urls();
     const kinds = [['tcp', 4], ['tls', 5], ['ws', 5], ['wss', 4]] as const;
-    const clients = new Map<string, { c: MqttClient; got: Got[] }>();
+    const clients = new Map<string, { c: MqttClient; got: Message[] }>();
     for (const [kind, version] of kinds) {
       const c = await connectMqtt(u[kind], { protocolVersion: version, clientId: `mix-${kind}`, ca });
-      const got = inbox(c);
+      const got = messages(c);
       await c.subscribeAsync('mix/#', { qos: 1 });
       clients.set(kind, { c, got });
     }
@@ -254,8 +203,7 @@ describe('write backpressure towards a client that stops reading', () => {
 
   /** Sends `n` PUBLISH packets from a raw 3.1.1 client in big writes; waits until the broker routed them. */
   async function flood(topic: string, n: number, qos: 0 | 1): Promise<void> {
-    const { c } = await RawClient.connected(b.port, 4, { clientId: `flood-${topic}` });
-    raws.push(c);
+    const { c } = await clients.rawConnect(b.port, 4, { clientId: `flood-${topic}` });
     const received = b.node.broker.counters.messagesReceived;
     const batch: Buffer[] = [];
     for (let i = 0; i < n; i++) {
@@ -274,8 +222,7 @@ describe('write backpressure towards a client that stops reading', () => {
 
   test('[v3.1.1 §4.3.1] QoS 0: past max_write_buffer messages are dropped (droppedWriteBuffer); buffers stay bounded; the rest arrives after resume', T, async () => {
     const ctr = b.node.broker.counters;
-    const { c: sub } = await RawClient.connected(b.port, 4, { clientId: 'bp-q0' });
-    raws.push(sub);
+    const { c: sub } = await clients.rawConnect(b.port, 4, { clientId: 'bp-q0' });
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'bp/q0', qos: 0 }] } as Packet);
     assert.deepEqual(field(await sub.next(), 'granted'), [0]);
     sub.socket.pause();
@@ -352,8 +299,7 @@ describe('write backpressure towards a client that stops reading', () => {
   test('[v3.1.1 MQTT-4.6.0-6] QoS 1: inflight window + max_queued_messages bound the session; droppedQueueFull counted; kept messages arrive in order', T, async () => {
     const ctr = b.node.broker.counters;
     const WINDOW = b.cfg.mqtt.max_inflight; // 3.1.1 clients get the configured window
-    const { c: sub } = await RawClient.connected(b.port, 4, { clientId: 'bp-q1' });
-    raws.push(sub);
+    const { c: sub } = await clients.rawConnect(b.port, 4, { clientId: 'bp-q1' });
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'bp/q1', qos: 1 }] } as Packet);
     assert.deepEqual(field(await sub.next(), 'granted'), [1]);
     sub.socket.pause();
@@ -403,21 +349,18 @@ describe('write backpressure: max_write_buffer below the transport high-water ma
 
   test('[v3.1.1 MQTT-3.1.2-4] a large offline queue is fully delivered on reconnect (no stall once the buffer fills)', T, async () => {
     const id = 'small-wb';
-    let { c } = await RawClient.connected(b.port, 4, { clientId: id, clean: false });
-    raws.push(c);
+    let { c } = await clients.rawConnect(b.port, 4, { clientId: id, clean: false });
     c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'swb/#', qos: 0 }] } as Packet);
     assert.deepEqual(field(await c.next(), 'granted'), [0]);
     c.send({ cmd: 'disconnect' } as Packet);
     await c.waitClose();
-    const { c: p } = await RawClient.connected(b.port, 4, { clientId: 'small-wb-pub' });
-    raws.push(p);
+    const { c: p } = await clients.rawConnect(b.port, 4, { clientId: 'small-wb-pub' });
     const one = gen({ cmd: 'publish', topic: 'swb/x', payload: Buffer.alloc(1024, 0x62), qos: 0, retain: false, dup: false }, 4);
     p.sendRaw(Buffer.concat(Array.from({ length: N }, () => one)));
     const session = () => b.node.broker.sessions.get(id);
     await waitFor(() => session()?.queue.length === N, 'offline queue filled', 10_000);
 
-    ({ c } = await RawClient.connected(b.port, 4, { clientId: id, clean: false }));
-    raws.push(c);
+    ({ c } = await clients.rawConnect(b.port, 4, { clientId: id, clean: false }));
     let got = 0;
     for (;;) {
       const x = await c.next(2000).catch(() => null);

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { IConnackPacket, IDisconnectPacket, Packet } from 'mqtt-packet';
 import { startBroker, waitFor, type TestBroker } from './helpers/broker.js';
+import { frame, lenPrefixed, u16, varint } from './helpers/packets.js';
 import { RawClient } from './helpers/raw-client.js';
 
 const MAX_PACKET = 1024;
@@ -24,44 +25,18 @@ after(async () => {
 
 // ---------------------------------------------------------------- byte builders
 
-function u16(n: number): Buffer {
-  return Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-}
-
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
-/** Length-prefixed string from raw bytes (may be ill-formed on purpose). */
-function str(s: string | Buffer | number[]): Buffer {
-  const body = typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s);
-  return Buffer.concat([u16(body.length), body]);
-}
-
-function frame(b0: number, ...parts: (Buffer | number[])[]): Buffer {
-  const body = Buffer.concat(parts.map((p) => Buffer.from(p)));
-  return Buffer.concat([Buffer.from([b0]), varint(body.length), body]);
-}
-
 type V = 4 | 5;
 /** Empty property block in 5.0, nothing in 3.1.1. */
 const noProps = (v: V): number[] => (v === 5 ? [0] : []);
 
 function publish(v: V, topic: Buffer | number[], qos: number, id: number, payload = 'x', flags = qos << 1): Buffer {
-  return frame(0x30 | flags, str(topic), qos > 0 ? u16(id) : [], noProps(v), Buffer.from(payload));
+  return frame(0x30 | flags, lenPrefixed(topic), qos > 0 ? u16(id) : [], noProps(v), Buffer.from(payload));
 }
 function subscribe(v: V, id: number, filter: string | Buffer | number[], b0 = 0x82): Buffer {
-  return frame(b0, u16(id), noProps(v), str(filter), [1]);
+  return frame(b0, u16(id), noProps(v), lenPrefixed(filter), [1]);
 }
 function unsubscribe(v: V, id: number, filter: string | Buffer | number[], b0 = 0xa2): Buffer {
-  return frame(b0, u16(id), noProps(v), str(filter));
+  return frame(b0, u16(id), noProps(v), lenPrefixed(filter));
 }
 const bytes = (s: string, ...raw: number[]) => [...Buffer.from(s), ...raw];
 
@@ -305,12 +280,12 @@ for (const { v, label } of VERSIONS) {
     });
 
     test(`[${label} ${v5 ? 'MQTT-3.8.3-5' : 'MQTT-3.8.3-4'}] SUBSCRIBE options with reserved bits set → ${outcome(0x81)}`, async () => {
-      await expectDropped(obs, frame(0x82, u16(12), noProps(v), str(`mal/${v}/opts`), [v5 ? 0xc1 : 0x41]), 0x81);
+      await expectDropped(obs, frame(0x82, u16(12), noProps(v), lenPrefixed(`mal/${v}/opts`), [v5 ? 0xc1 : 0x41]), 0x81);
     });
 
     if (!v5) {
       test('[v3.1.1 MQTT-3.8.3-4] SUBSCRIBE requesting QoS 3 → closed, no packet', async () => {
-        await expectDropped(obs, frame(0x82, u16(12), str('mal/4/qos3'), [3]), 0x81);
+        await expectDropped(obs, frame(0x82, u16(12), lenPrefixed('mal/4/qos3'), [3]), 0x81);
       });
       test('[v3.1.1 MQTT-4.8.0-1] PUBACK with remaining length 3 → closed, no packet', async () => {
         await expectDropped(obs, [0x40, 0x03, 0x00, 0x01, 0x00], 0x81);
@@ -318,7 +293,7 @@ for (const { v, label } of VERSIONS) {
     } else {
       // Property blocks (5.0 §2.2.2.2): an identifier not valid for the packet, or
       // unknown, is malformed; a single-valued property twice is a protocol error.
-      const pub = (props: number[]) => frame(0x30, str(`mal/5/props`), varint(props.length), props, Buffer.from('x'));
+      const pub = (props: number[]) => frame(0x30, lenPrefixed(`mal/5/props`), varint(props.length), props, Buffer.from('x'));
       test('[v5 §2.2.2.2] PUBLISH with Session Expiry Interval (not a PUBLISH property) → DISCONNECT 0x81', async () => {
         await expectDropped(obs, pub([0x11, 0, 0, 0, 5]), 0x81);
       });
@@ -329,7 +304,7 @@ for (const { v, label } of VERSIONS) {
         await expectDropped(obs, pub([0x01, 1, 0x01, 1]), 0x82);
       });
       test('[v5 §2.2.2.1] PUBLISH whose property length runs past the packet → DISCONNECT 0x81', async () => {
-        await expectDropped(obs, frame(0x30, str('mal/5/props'), [0x20, 0x01, 0x01]), 0x81);
+        await expectDropped(obs, frame(0x30, lenPrefixed('mal/5/props'), [0x20, 0x01, 0x01]), 0x81);
       });
       test('[v5 MQTT-1.5.4-1] PUBLISH with a Content Type that is ill-formed UTF-8 → DISCONNECT 0x81', async () => {
         await expectDropped(obs, pub([0x03, 0, 2, 0xc0, 0x80]), 0x81);
@@ -350,7 +325,7 @@ for (const { v, label } of VERSIONS) {
     }
 
     test(`[${label} ${T_VIOLATION}] second CONNECT → ${outcome(0x82)}`, async () => {
-      const connect = frame(0x10, str('MQTT'), [v, 0x02, 0, 60], noProps(v), str(`mal-${v}-again`));
+      const connect = frame(0x10, lenPrefixed('MQTT'), [v, 0x02, 0, 60], noProps(v), lenPrefixed(`mal-${v}-again`));
       await expectDropped(obs, connect, 0x82, 'protocolErrors');
     });
 
@@ -371,7 +346,7 @@ for (const { v, label } of VERSIONS) {
       const declared = 5000;
       // Only the fixed header and the start of the topic are ever sent: had the broker
       // waited for the declared body, no close would come.
-      const head = Buffer.concat([Buffer.from([0x30]), varint(declared), u16(10), Buffer.from('mal/')]);
+      const head = Buffer.from([0x30, ...varint(declared), ...u16(10), ...Buffer.from('mal/')]);
       const rx0 = b.node.broker.counters.bytesReceived;
       await expectDropped(obs, head, 0x95);
       assert.ok(b.node.broker.counters.bytesReceived - rx0 < declared);
@@ -419,7 +394,7 @@ describe('before CONNACK: a malformed first packet', () => {
       const before = b.node.broker.counters.malformedPackets;
       const c = await RawClient.open(b.port, v);
       try {
-        const connect = frame(0x10, str('MQTT'), [v, 0x02, 0, 60], noProps(v), str(`mal-${v}-pipelined`));
+        const connect = frame(0x10, lenPrefixed('MQTT'), [v, 0x02, 0, 60], noProps(v), lenPrefixed(`mal-${v}-pipelined`));
         // The second packet is held while CONNECT is authenticated, then refused.
         c.sendRaw(Buffer.concat([connect, publish(v, bytes('mal/x/', 0xed, 0xa0, 0x80), 0, 0)]));
         const got = await c.drainUntilClose(3000);
@@ -447,7 +422,7 @@ describe('before CONNACK: a malformed first packet', () => {
       const before = b.node.broker.counters.malformedPackets;
       const c = await RawClient.open(b.port, v);
       try {
-        c.sendRaw(Buffer.concat([Buffer.from([0x10]), varint(MAX_PACKET * 4), str('MQTT'), Buffer.from([v])]));
+        c.sendRaw([0x10, ...varint(MAX_PACKET * 4), ...lenPrefixed('MQTT'), v]);
         assert.deepEqual((await c.drainUntilClose(3000)).map((p) => p.cmd), []);
         assert.equal(b.node.broker.counters.malformedPackets, before + 1);
       } finally {

@@ -3,15 +3,15 @@
 // 5.0 user properties and the example configuration's subscription deny list.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import mqtt, { type MqttClient } from 'mqtt';
 import { startBroker, waitFor, type TestBroker } from './helpers/broker.js';
+import { fleetmqPasswd } from './helpers/cli.js';
+import { trackClients } from './helpers/clients.js';
+import { mosquittoPub, mosquittoSub, type Proc, type Run } from './helpers/mosquitto.js';
+import { killRunning } from './helpers/process.js';
+import { tempDir } from './helpers/tmp.js';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url)); // dist/src/cli/main.js
 const EXAMPLE = fileURLToPath(new URL('../../deploy/fleetmq.example.json', import.meta.url));
 const T = { timeout: 20_000 };
 
@@ -20,64 +20,34 @@ const VERSIONS: readonly Version[] = ['mqttv31', 'mqttv311', 'mqttv5'];
 /** Short names: MQTT 3.1 client identifiers are at most 23 characters. */
 const SHORT: Record<Version, string> = { mqttv31: 'v31', mqttv311: 'v311', mqttv5: 'v5' };
 
-let dir = '';
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-mosq-'));
-});
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('fleetmq-mosq-');
 
 // ---------------------------------------------------------------- helpers
 
-interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-interface Proc { proc: ChildProcess; done: Promise<Run> }
+const clients = trackClients();
+after(killRunning);
 
-const procs: ChildProcess[] = [];
-const mqttClients: MqttClient[] = [];
-after(async () => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  await Promise.all(mqttClients.map((c) => c.endAsync(true).catch(() => undefined)));
-});
-
-/** Spawns a tool; killed after `timeoutMs` so that no wait is unbounded. */
-function tool(cmd: string, args: string[], timeoutMs = 10_000, input?: string): Proc {
-  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-  procs.push(proc);
-  let stdout = '';
-  let stderr = '';
-  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  proc.stdin!.end(input ?? '');
-  const done = new Promise<Run>((resolve, reject) => {
-    proc.once('error', reject);
-    proc.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { proc, done };
-}
+/** Bound on each mosquitto client run. */
+const TOOL_MS = 10_000;
 
 const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
 
 /** mosquitto_pub to completion; asserts exit 0 unless `expectFail`. */
 async function pub(b: TestBroker, v: Version, args: string[], expectFail = false): Promise<Run> {
-  const r = await tool('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', v, ...args]).done;
+  const r = await mosquittoPub(b.port, ['-V', v, ...args], TOOL_MS);
   if (!expectFail) assert.equal(r.code, 0, `mosquitto_pub ${args.join(' ')}: ${r.stderr}`);
   return r;
 }
 
 /** Starts mosquitto_sub (bounded by -W) and waits until the broker holds its subscription. */
 async function sub(b: TestBroker, v: Version, id: string, filter: string, args: string[]): Promise<Proc> {
-  const p = tool('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', v, '-i', id, '-t', filter, '-W', '8', ...args]);
+  const p = mosquittoSub(b.port, ['-V', v, '-i', id, '-t', filter, '-W', '8', ...args], TOOL_MS);
   let exited: Run | null = null;
   void p.done.then((r) => (exited = r));
   await waitFor(() => exited !== null || b.node.broker.sessions.get(id)?.subscriptions.has(filter) === true,
     `mosquitto_sub ${id} subscribed to ${filter}`, 5000);
   assert.equal(exited, null, `mosquitto_sub ${id} exited early: ${JSON.stringify(exited)}`);
   return p;
-}
-
-function passwd(args: string[]): Promise<Run> {
-  return tool(process.execPath, [CLI, 'passwd', ...args], 15_000).done;
 }
 
 const FMT = '%t|%p|%q|%r';
@@ -124,8 +94,8 @@ describe('mosquitto_pub / mosquitto_sub', () => {
       await pub(b, v, ['-i', `rp-${s}`, '-r', '-q', '1', '-t', topic, '-m', `kept ${s}`]);
       const rl = await live.done;
       assert.deepEqual(lines(rl.stdout), [`${topic}|kept ${s}|1|0`]);
-      const later = await tool('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', v, '-i', `rs-${s}`,
-        '-t', topic, '-q', '1', '-C', '1', '-W', '5', '-F', FMT]).done;
+      const later = await mosquittoSub(b.port, ['-V', v, '-i', `rs-${s}`,
+        '-t', topic, '-q', '1', '-C', '1', '-W', '5', '-F', FMT], TOOL_MS).done;
       assert.equal(later.code, 0, later.stderr);
       assert.deepEqual(lines(later.stdout), [`${topic}|kept ${s}|1|1`]);
       // An empty retained message clears it [MQTT-3.3.1-10/11 v3.1.1, 3.3.1-6/7 v5].
@@ -160,8 +130,7 @@ describe('mosquitto_pub / mosquitto_sub', () => {
 
   test('[v5 MQTT-3.3.2-17] user properties (-D publish user-property) reach mosquitto_sub (-F %P) and MQTT.js unaltered', T, async () => {
     const topic = 'mosq/v5/props';
-    const mq = await mqtt.connectAsync(b.url, { protocolVersion: 5, clientId: 'props-mqttjs', reconnectPeriod: 0, connectTimeout: 5000 }, false);
-    mqttClients.push(mq);
+    const mq = await clients.mqtt(b.url, { protocolVersion: 5, clientId: 'props-mqttjs', connectTimeout: 5000 }, false);
     const got: { payload: string; user: unknown }[] = [];
     mq.on('message', (_t, payload, packet) => got.push({ payload: payload.toString(), user: { ...packet.properties?.userProperties } }));
     await mq.subscribeAsync(topic, { qos: 1 });
@@ -195,8 +164,8 @@ describe('mosquitto_pub / mosquitto_sub', () => {
     test(`${denyTag[v]} -V ${v}: mosquitto_sub on test/nosubscribe (example deny list) is refused`, T, async () => {
       const s = SHORT[v];
       const started = Date.now();
-      const r = await tool('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', v, '-i', `deny-${s}`,
-        '-t', 'test/nosubscribe', '-W', '8']).done;
+      const r = await mosquittoSub(b.port, ['-V', v, '-i', `deny-${s}`,
+        '-t', 'test/nosubscribe', '-W', '8'], TOOL_MS).done;
       // mosquitto_sub reports the SUBACK failure and disconnects at once (well before -W).
       assert.match(r.stderr, /All subscription requests were denied/);
       assert.equal(r.stdout, '');
@@ -215,8 +184,8 @@ describe('mosquitto_pub / mosquitto_sub', () => {
 describe('mosquitto clients with -u / -P against a password file', () => {
   let b: TestBroker;
   before(async () => {
-    const file = join(dir, 'passwd');
-    assert.equal((await passwd(['-b', 'mosq-pw', file, 'mosq'])).code, 0);
+    const file = tmp.file('passwd');
+    assert.equal((await fleetmqPasswd(['-b', 'mosq-pw', file, 'mosq'])).code, 0);
     b = await startBroker({ auth: { allow_anonymous: false, password_file: file } });
   });
   after(async () => {

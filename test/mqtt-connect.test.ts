@@ -2,48 +2,24 @@
 // with MQTT.js, the mosquitto clients, and the byte-level RawClient where exact packets matter.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { upsertUser } from '../src/auth/password-file.js';
 import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
+import { trackClients, uid } from './helpers/clients.js';
+import { mosquittoPub } from './helpers/mosquitto.js';
+import { frame, lenPrefixed } from './helpers/packets.js';
 import { RawClient } from './helpers/raw-client.js';
+import { tempDir } from './helpers/tmp.js';
 
 const T = { timeout: 15_000 };
 
-let seq = 0;
-const uid = (p: string) => `${p}-${process.pid}-${++seq}`;
-
 // ---------------------------------------------------------------- byte builders
-
-function str(s: string): number[] {
-  const b = Buffer.from(s, 'utf8');
-  return [b.length >> 8, b.length & 0xff, ...b];
-}
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return out;
-}
-
-function pkt(first: number, body: number[]): Buffer {
-  return Buffer.from([first, ...varint(body.length), ...body]);
-}
 
 /** A CONNECT frame: protocol name, level, connect flags, keep alive 60, [5.0 empty properties], payload. */
 function connectFrame(name: string, level: number, flags: number, payload: number[], v5Props = level === 5): Buffer {
-  return pkt(0x10, [...str(name), level, flags, 0, 60, ...(v5Props ? [0] : []), ...payload]);
+  return frame(0x10, [...lenPrefixed(name), level, flags, 0, 60, ...(v5Props ? [0] : []), ...payload]);
 }
 
 /** Writes bytes on a fresh socket and returns everything the broker sent until it closed the socket. */
@@ -74,58 +50,9 @@ function parse5(bytes: Buffer): Packet | null {
   return out;
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const { track, connack: mqConnect, rawConnect } = trackClients();
 
-function run(cmd: string, args: string[], timeoutMs = 8000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** MQTT.js connect that resolves with the client and its CONNACK (no reconnects). */
-function mqConnect(url: string, opts: mqtt.IClientOptions): Promise<{ client: mqtt.MqttClient; connack: IConnackPacket }> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 4000, ...opts });
-    const t = setTimeout(() => {
-      client.end(true);
-      reject(new Error('MQTT.js: no CONNACK'));
-    }, 5000);
-    client.once('connect', (connack) => {
-      clearTimeout(t);
-      resolve({ client, connack: connack as IConnackPacket });
-    });
-    client.once('error', (e) => {
-      clearTimeout(t);
-      client.end(true);
-      reject(e);
-    });
-  });
-}
-
-const raws: RawClient[] = [];
-const mqs: mqtt.MqttClient[] = [];
-function track<C extends RawClient | mqtt.MqttClient>(c: C): C {
-  if (c instanceof RawClient) raws.push(c);
-  else mqs.push(c);
-  return c;
-}
-after(async () => {
-  for (const c of raws) c.destroy();
-  await Promise.all(mqs.map((c) => c.endAsync(true).catch(() => undefined)));
-});
-
-async function rawConnected(b: TestBroker, version: 3 | 4 | 5, fields: Record<string, unknown> = {}) {
-  const r = await RawClient.connected(b.port, version, fields as Partial<Packet>);
-  track(r.c);
-  return r;
-}
+const rawConnected = (b: TestBroker, version: 3 | 4 | 5, fields: Record<string, unknown> = {}) => rawConnect(b.port, version, fields);
 
 // =====================================================================================
 describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
@@ -157,7 +84,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as Packet);
     assert.equal((await c.next())?.cmd, 'suback');
     const before = b.node.broker.counters.connectionsAccepted;
-    const r = await run('mosquitto_pub', ['-V', 'mqttv31', '-h', '127.0.0.1', '-p', String(b.port), '-t', topic, '-m', 'from-31', '-q', '1']);
+    const r = await mosquittoPub(b.port, ['-V', 'mqttv31', '-t', topic, '-m', 'from-31', '-q', '1']);
     assert.equal(r.code, 0, r.stderr);
     const p = (await c.next()) as IPublishPacket;
     assert.equal(p.cmd, 'publish');
@@ -174,7 +101,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     assert.equal(connack.sessionPresent, false);
     assert.equal(b.node.broker.sessions.get(id)?.conn?.version, 4);
     await client.endAsync();
-    const r = await run('mosquitto_pub', ['-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(b.port), '-t', uid('t/m311'), '-m', 'x']);
+    const r = await mosquittoPub(b.port, ['-V', 'mqttv311', '-t', uid('t/m311'), '-m', 'x']);
     assert.equal(r.code, 0, r.stderr);
   });
 
@@ -185,13 +112,13 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     assert.equal(connack.reasonCode, 0);
     assert.equal(b.node.broker.sessions.get(id)?.conn?.version, 5);
     await client.endAsync();
-    const r = await run('mosquitto_pub', ['-V', 'mqttv5', '-h', '127.0.0.1', '-p', String(b.port), '-t', uid('t/m5'), '-m', 'x']);
+    const r = await mosquittoPub(b.port, ['-V', 'mqttv5', '-t', uid('t/m5'), '-m', 'x']);
     assert.equal(r.code, 0, r.stderr);
   });
 
   test('[v5 MQTT-3.1.2-2] unsupported level 6: CONNACK 0x84 in 5.0 format, then close', T, async () => {
     const refused = b.node.broker.counters.connectionsRefused;
-    const got = await exchange(b.port, connectFrame('MQTT', 6, 0x02, str(uid('l6'))));
+    const got = await exchange(b.port, connectFrame('MQTT', 6, 0x02, lenPrefixed(uid('l6'))));
     // A 5.0 CONNACK: flags 0, reason 0x84, a property block (remaining length > 2).
     assert.deepEqual([got[0], got[2], got[3]], [0x20, 0x00, 0x84], got.toString('hex'));
     assert.ok((got[1] ?? 0) >= 3, got.toString('hex'));
@@ -203,14 +130,14 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
 
   test('[v3.1.1 MQTT-3.1.2-2] unsupported level (MQTT/3, MQIsdp/4): CONNACK return code 1, then close', T, async () => {
     for (const [name, level] of [['MQTT', 3], ['MQTT', 2], ['MQIsdp', 4]] as const) {
-      const got = await exchange(b.port, connectFrame(name, level, 0x02, str(uid('l3'))));
+      const got = await exchange(b.port, connectFrame(name, level, 0x02, lenPrefixed(uid('l3'))));
       assert.deepEqual([...got], [0x20, 0x02, 0x00, 0x01], `${name}/${level}`);
     }
   });
 
   test('[v3.1.1 MQTT-3.1.2-1] [v5 MQTT-3.1.2-1] unknown protocol name: refused and closed', T, async () => {
     const id = uid('pn');
-    const got = await exchange(b.port, connectFrame('MQTX', 4, 0x02, str(id)));
+    const got = await exchange(b.port, connectFrame('MQTX', 4, 0x02, lenPrefixed(id)));
     // Either nothing or a refusing CONNACK (return code 1 here); never an accepting one.
     assert.ok(got.length === 0 || (got[0] === 0x20 && got[3] !== 0x00), got.toString('hex'));
     assert.equal(b.node.broker.sessions.has(id), false);
@@ -221,7 +148,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
   test('[v3.1.1 MQTT-3.1.2-3] [v5 MQTT-3.1.2-3] reserved connect flag set: closed without CONNACK 0', T, async () => {
     for (const level of [4, 5]) {
       const malformed = b.node.broker.counters.malformedPackets;
-      const got = await exchange(b.port, connectFrame('MQTT', level, 0x03, str(uid('rsv'))));
+      const got = await exchange(b.port, connectFrame('MQTT', level, 0x03, lenPrefixed(uid('rsv'))));
       // No accepting CONNACK; the connection is closed.
       assert.equal(got.length === 0 || got[3] !== 0x00, true, `level ${level}: ${got.toString('hex')}`);
       assert.equal(b.node.broker.counters.malformedPackets, malformed + 1, `level ${level}`);
@@ -229,7 +156,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     // The same CONNECT with the flag clear is accepted (the test bytes are right).
     const ok = await RawClient.open(b.port, 4);
     track(ok);
-    ok.sendRaw(connectFrame('MQTT', 4, 0x02, str(uid('rsv-ok'))));
+    ok.sendRaw(connectFrame('MQTT', 4, 0x02, lenPrefixed(uid('rsv-ok'))));
     const ack = (await ok.next()) as IConnackPacket;
     assert.equal(ack.cmd, 'connack');
     assert.equal(ack.returnCode, 0);
@@ -239,12 +166,12 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
   // ---------------------------------------------------------------- client identifier
 
   test('[v3.1.1 MQTT-3.1.3-8] empty client id with clean session 0: return code 2, then close', T, async () => {
-    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x00, str('')));
+    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x00, lenPrefixed('')));
     assert.deepEqual([...got], [0x20, 0x02, 0x00, 0x02]);
   });
 
   test('[v3.1 §3.1] empty client id on MQIsdp/3: return code 2 (identifier rejected)', T, async () => {
-    const got = await exchange(b.port, connectFrame('MQIsdp', 3, 0x02, str('')));
+    const got = await exchange(b.port, connectFrame('MQIsdp', 3, 0x02, lenPrefixed('')));
     assert.deepEqual([...got], [0x20, 0x02, 0x00, 0x02]);
   });
 
@@ -298,14 +225,14 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
 
   test('[v3.1.1 MQTT-3.1.2-22] password flag without user name flag: closed without CONNACK', T, async () => {
     // flags: password (0x40) + clean (0x02); payload: client id, password.
-    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x42, [...str(uid('pw')), ...str('secret')]));
+    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x42, [...lenPrefixed(uid('pw')), ...lenPrefixed('secret')]));
     assert.equal(got.length, 0, got.toString('hex'));
   });
 
   test('[v5 §3.1.2.9] password without user name is allowed in 5.0', T, async () => {
     const id = uid('pw5');
     const c = track(await RawClient.open(b.port, 5));
-    c.sendRaw(connectFrame('MQTT', 5, 0x42, [...str(id), ...str('secret')]));
+    c.sendRaw(connectFrame('MQTT', 5, 0x42, [...lenPrefixed(id), ...lenPrefixed('secret')]));
     const ack = (await c.next()) as IConnackPacket;
     assert.equal(ack.cmd, 'connack');
     assert.equal(ack.reasonCode, 0);
@@ -315,12 +242,12 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
 
   test('[v3.1.1 MQTT-3.1.2-19] user name flag without the field: closed', T, async () => {
     // User name flag set but the payload ends after the client id.
-    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x82, str(uid('un'))));
+    const got = await exchange(b.port, connectFrame('MQTT', 4, 0x82, lenPrefixed(uid('un'))));
     assert.equal(got.length, 0, got.toString('hex'));
     // With the field present the broker takes the user name (anonymous broker: accepted).
     const id = uid('un-ok');
     const c = track(await RawClient.open(b.port, 4));
-    c.sendRaw(connectFrame('MQTT', 4, 0x82, [...str(id), ...str('alice')]));
+    c.sendRaw(connectFrame('MQTT', 4, 0x82, [...lenPrefixed(id), ...lenPrefixed('alice')]));
     const ack = (await c.next()) as IConnackPacket;
     assert.equal(ack.returnCode, 0);
     assert.equal(b.node.broker.sessions.get(id)?.conn?.username, 'alice');
@@ -331,8 +258,8 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
 
   test('[v3.1.1 MQTT-3.1.0-1] [v5 MQTT-3.1.0-1] first packet not CONNECT: closed, nothing sent', T, async () => {
     const pingreq = Buffer.from([0xc0, 0x00]);
-    const publish = pkt(0x30, [...str('a/b'), 0x68, 0x69]);
-    const subscribe = pkt(0x82, [0x00, 0x01, ...str('a/#'), 0x00]);
+    const publish = frame(0x30, [...lenPrefixed('a/b'), 0x68, 0x69]);
+    const subscribe = frame(0x82, [0x00, 0x01, ...lenPrefixed('a/#'), 0x00]);
     for (const bytes of [pingreq, publish, subscribe]) {
       const got = await exchange(b.port, bytes);
       assert.equal(got.length, 0, `${bytes.toString('hex')} answered with ${got.toString('hex')}`);
@@ -347,7 +274,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     assert.ok(dt >= 250, `closed after ${dt} ms, before the timeout`);
     // A partial CONNECT does not keep it open either.
     const p = track(await RawClient.open(b.port, 4));
-    p.sendRaw(connectFrame('MQTT', 4, 0x02, str(uid('partial'))).subarray(0, 6));
+    p.sendRaw(connectFrame('MQTT', 4, 0x02, lenPrefixed(uid('partial'))).subarray(0, 6));
     await p.waitClose(3000);
   });
 
@@ -576,16 +503,12 @@ describe('CONNACK on a restricted broker', () => {
 // =====================================================================================
 describe('CONNECT user name / password against a password file', () => {
   let b: TestBroker;
-  let dir: string;
+  after(() => b.stop()); // before the directory goes
+  const tmp = tempDir('fleetmq-connect-');
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fleetmq-connect-'));
-    const file = join(dir, 'passwd');
+    const file = tmp.file('passwd');
     await upsertUser(file, 'alice', 'wonderland');
     b = await startBroker({ auth: { allow_anonymous: false, password_file: file } });
-  });
-  after(async () => {
-    await b.stop();
-    await rm(dir, { recursive: true, force: true });
   });
 
   test('[v3.1.1 MQTT-3.1.2-19] [v3.1.1 MQTT-3.1.2-21] user name + password: 0 accepted, 4 bad credentials, 5 no user name', T, async () => {
@@ -599,9 +522,9 @@ describe('CONNECT user name / password against a password file', () => {
     assert.equal((none.connack as IConnackPacket).returnCode, 5);
     await none.c.waitClose();
     // mosquitto_pub with the right credentials.
-    const r = await run('mosquitto_pub', ['-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(b.port), '-u', 'alice', '-P', 'wonderland', '-t', 'x', '-m', 'y']);
+    const r = await mosquittoPub(b.port, ['-V', 'mqttv311', '-u', 'alice', '-P', 'wonderland', '-t', 'x', '-m', 'y']);
     assert.equal(r.code, 0, r.stderr);
-    const r2 = await run('mosquitto_pub', ['-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(b.port), '-u', 'alice', '-P', 'wrong', '-t', 'x', '-m', 'y']);
+    const r2 = await mosquittoPub(b.port, ['-V', 'mqttv311', '-u', 'alice', '-P', 'wrong', '-t', 'x', '-m', 'y']);
     assert.notEqual(r2.code, 0);
   });
 
@@ -618,7 +541,7 @@ describe('CONNECT user name / password against a password file', () => {
     await none.c.waitClose();
     // 5.0 allows a password without a user name; with no user it is not authorized.
     const c = track(await RawClient.open(b.port, 5));
-    c.sendRaw(connectFrame('MQTT', 5, 0x42, [...str(uid('u5-pw')), ...str('wonderland')]));
+    c.sendRaw(connectFrame('MQTT', 5, 0x42, [...lenPrefixed(uid('u5-pw')), ...lenPrefixed('wonderland')]));
     const ack = (await c.next()) as IConnackPacket;
     assert.equal(ack.reasonCode, 0x87);
     await c.waitClose();

@@ -2,61 +2,14 @@
 // wildcard availability) and the periodic $SYS/brokers/<node>/… topics, over loopback.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
-import type { Config } from '../src/config/types.js';
+import type { IDisconnectPacket, Packet } from 'mqtt-packet';
 import { VERSION } from '../src/broker/sys.js';
-import { sleep, startBroker, waitFor, type DeepPartial, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import { sleep, waitFor } from './helpers/broker.js';
+import { BrokerEnv, uid } from './helpers/clients.js';
+import { mosquittoSub } from './helpers/mosquitto.js';
+import { expectDisconnect, expectPacket, type RawClient } from './helpers/raw-client.js';
 
 const T = { timeout: 15_000 };
-
-let uniq = 0;
-const id = (p: string) => `${p}-${process.pid}-${++uniq}`;
-
-class Env {
-  readonly clients: MqttClient[] = [];
-  readonly raws: RawClient[] = [];
-  b!: TestBroker;
-
-  async start(overrides: DeepPartial<Config>): Promise<void> {
-    this.b = await startBroker(overrides);
-  }
-
-  async close(): Promise<void> {
-    for (const c of this.clients) c.end(true);
-    for (const r of this.raws) r.destroy();
-    await this.b.stop();
-  }
-
-  async mq(opts: IClientOptions = {}): Promise<MqttClient> {
-    const c = await mqtt.connectAsync(this.b.url, {
-      protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 3000, clientId: id('mq'), ...opts,
-    });
-    this.clients.push(c);
-    return c;
-  }
-
-  async raw(version: 4 | 5 = 5, connect: Record<string, unknown> = {}): Promise<{ c: RawClient; connack: IConnackPacket }> {
-    const r = await RawClient.connected(this.b.port, version, { clientId: id('raw'), ...connect } as Partial<Packet>);
-    this.raws.push(r.c);
-    return { c: r.c, connack: r.connack as IConnackPacket };
-  }
-}
-
-async function expectPacket<P extends Packet>(c: RawClient, cmd: P['cmd'], timeoutMs = 3000): Promise<P> {
-  const p = await c.next(timeoutMs);
-  assert.ok(p, `socket closed while waiting for ${cmd}`);
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-  return p as P;
-}
-
-async function expectDisconnect(c: RawClient, code: number): Promise<void> {
-  const d = await expectPacket<IDisconnectPacket>(c, 'disconnect');
-  assert.equal(d.reasonCode, code, `DISCONNECT reason 0x${(d.reasonCode ?? 0).toString(16)}`);
-  await c.waitClose();
-}
 
 function publish(topic: string, qos: 0 | 1 | 2 = 0, retain = false, messageId = 1): Packet {
   return { cmd: 'publish', topic, payload: Buffer.from('x'), qos, retain, dup: false, ...(qos ? { messageId } : {}) } as Packet;
@@ -64,13 +17,13 @@ function publish(topic: string, qos: 0 | 1 | 2 = 0, retain = false, messageId = 
 
 async function subscribe(c: RawClient, subs: [string, 0 | 1 | 2][]): Promise<number[]> {
   c.send({ cmd: 'subscribe', messageId: 9, subscriptions: subs.map(([topic, qos]) => ({ topic, qos })) } as Packet);
-  return (await expectPacket<ISubackPacket>(c, 'suback')).granted as number[];
+  return (await expectPacket(c, 'suback')).granted as number[];
 }
 
 // ---------------------------------------------------------------- topic limits
 
 describe('topic limits: max_topic_levels 3, max_topic_length 32', () => {
-  const env = new Env();
+  const env = new BrokerEnv();
   before(() => env.start({ mqtt: { max_topic_levels: 3, max_topic_length: 32 } }));
   after(() => env.close());
 
@@ -129,7 +82,7 @@ describe('topic limits: max_topic_levels 3, max_topic_length 32', () => {
 // ---------------------------------------------------------------- capabilities
 
 describe('capabilities: max_qos 1, retain_available false, wildcard_subscription_available false', () => {
-  const env = new Env();
+  const env = new BrokerEnv();
   before(() => env.start({
     mqtt: { max_qos: 1, retain_available: false, wildcard_subscription_available: false },
   }));
@@ -144,23 +97,23 @@ describe('capabilities: max_qos 1, retain_available false, wildcard_subscription
   });
 
   test('[v5 MQTT-3.2.2-10] SUBSCRIBE at QoS 2 is accepted and granted QoS 1; deliveries are at most QoS 1', T, async () => {
-    const topic = id('q');
+    const topic = uid('q');
     const { c } = await env.raw();
     assert.deepEqual(await subscribe(c, [[topic, 2]]), [1]);
     const pub = await env.mq();
     await pub.publishAsync(topic, 'm', { qos: 1 });
-    const p = await expectPacket<IPublishPacket>(c, 'publish');
+    const p = await expectPacket(c, 'publish');
     assert.equal(p.qos, 1);
   });
 
   test('[v3.1.1 MQTT-3.8.4-6] a 3.1.1 SUBSCRIBE at QoS 2 is granted QoS 1', T, async () => {
     const { c } = await env.raw(4);
-    assert.deepEqual(await subscribe(c, [[id('q4'), 2]]), [1]);
+    assert.deepEqual(await subscribe(c, [[uid('q4'), 2]]), [1]);
   });
 
   test('[v5 MQTT-3.2.2-11 / 4.13] PUBLISH at QoS 2 above Maximum QoS → DISCONNECT 0x9B', T, async () => {
     const { c } = await env.raw();
-    c.send(publish(id('q2'), 2));
+    c.send(publish(uid('q2'), 2));
     await expectDisconnect(c, 0x9b);
   });
 
@@ -172,7 +125,7 @@ describe('capabilities: max_qos 1, retain_available false, wildcard_subscription
 
   test('[v5 MQTT-3.2.2-14 / 4.13] a retained PUBLISH when retain is not available → DISCONNECT 0x9A', T, async () => {
     const { c } = await env.raw();
-    c.send(publish(id('r'), 1, true));
+    c.send(publish(uid('r'), 1, true));
     await expectDisconnect(c, 0x9a);
     assert.equal(env.b.node.broker.retained.size, 0);
   });
@@ -197,7 +150,7 @@ describe('capabilities: max_qos 1, retain_available false, wildcard_subscription
 // ---------------------------------------------------------------- $SYS
 
 describe('$SYS topics (sys_interval_ms 200)', () => {
-  const env = new Env();
+  const env = new BrokerEnv();
   before(() => env.start({ mqtt: { sys_interval_ms: 200 } }));
   after(() => env.close());
 
@@ -242,7 +195,7 @@ describe('$SYS topics (sys_interval_ms 200)', () => {
     // messages/received counts client messages (3 here), and $SYS rounds do not count.
     const mr0 = last('messages/received');
     const pub = await env.mq();
-    for (let i = 0; i < 3; i++) await pub.publishAsync(id('sysmsg'), 'm', { qos: 1 });
+    for (let i = 0; i < 3; i++) await pub.publishAsync(uid('sysmsg'), 'm', { qos: 1 });
     await waitFor(() => last('messages/received') === mr0 + 3, 'messages/received +3');
     const n = nums('messages/received').length;
     await waitFor(() => nums('messages/received').length >= n + 2, 'two more rounds');
@@ -258,7 +211,7 @@ describe('$SYS topics (sys_interval_ms 200)', () => {
     const got: string[] = [];
     sub.on('message', (t) => got.push(t));
     await sub.subscribeAsync(['#', '+/brokers/#', '+'], { qos: 0 });
-    const topic = id('plain');
+    const topic = uid('plain');
     // Meanwhile a $SYS subscriber sees the retained value plus two live rounds.
     const sys = await env.mq();
     let sysCount = 0;
@@ -273,23 +226,13 @@ describe('$SYS topics (sys_interval_ms 200)', () => {
 
   test('[v3.1.1 MQTT-4.7.2-1] mosquitto_sub 3.1.1 on # gets no $SYS message (retained or live); $SYS/# does', T, async () => {
     const b = env.b;
-    const topic = id('mosq-plain');
-    const hashId = id('mosq-hash');
-    const run = (args: string[]) => {
-      const ch = spawn('mosquitto_sub', ['-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(b.port), '-v', '-W', '6', ...args],
-        { stdio: ['ignore', 'pipe', 'ignore'] });
-      let out = '';
-      ch.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      const killer = setTimeout(() => ch.kill('SIGKILL'), 8000);
-      return new Promise<{ code: number | null; out: string }>((resolve) => ch.on('exit', (code) => {
-        clearTimeout(killer);
-        resolve({ code, out });
-      }));
-    };
+    const topic = uid('mosq-plain');
+    const hashId = uid('mosq-hash');
+    const run = (args: string[]) => mosquittoSub(b.port, ['-V', 'mqttv311', '-v', '-W', '6', ...args]).done;
     // $SYS/# gets the retained $SYS values at once.
     const sys = await run(['-t', '$SYS/#', '-C', '1']);
     assert.equal(sys.code, 0);
-    assert.match(sys.out, /^\$SYS\/brokers\/test@local\/\S+ \S+/);
+    assert.match(sys.stdout, /^\$SYS\/brokers\/test@local\/\S+ \S+/);
     // # : the first message must be ours, although $SYS rounds go on meanwhile.
     const hash = run(['-i', hashId, '-t', '#', '-C', '1']);
     await waitFor(() => (b.node.broker.sessions.get(hashId)?.subscriptions.size ?? 0) === 1, 'mosquitto_sub subscribed');
@@ -298,6 +241,6 @@ describe('$SYS topics (sys_interval_ms 200)', () => {
     await pub.publishAsync(topic, 'hello', { qos: 0 });
     const r = await hash;
     assert.equal(r.code, 0);
-    assert.equal(r.out.trim(), `${topic} hello`);
+    assert.equal(r.stdout.trim(), `${topic} hello`);
   });
 });

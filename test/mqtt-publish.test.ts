@@ -1,117 +1,30 @@
 // PUBLISH end to end for 3.1.1 and 5.0: QoS 0/1/2 with MQTT.js and the mosquitto
 // clients, packet identifiers, the acknowledgement flows byte by byte (RawClient),
 // exactly-once delivery, Receive Maximum both ways, QoS downgrade and ordering.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import type { IPublishPacket, ISubscription, Packet } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import type { Packet } from 'mqtt-packet';
+import { waitFor, type TestBroker } from './helpers/broker.js';
+import { inbox, trackClients, uid, VERSIONS } from './helpers/clients.js';
+import { mosquittoPub, mosquittoSub, type Proc, type Run } from './helpers/mosquitto.js';
+import { publishPacket } from './helpers/packets.js';
+import { expectNothing, expectPacket, rawSubscribe } from './helpers/raw-client.js';
 
-type V = 4 | 5;
-const VERSIONS: { v: V; tag: string; mosq: string }[] = [
-  { v: 4, tag: 'v3.1.1', mosq: 'mqttv311' },
-  { v: 5, tag: 'v5', mosq: 'mqttv5' },
-];
 const T = { timeout: 20_000 };
 
-let seq = 0;
-const uid = (p: string) => `${p}-${process.pid}-${++seq}`;
-
-const mqttClients: MqttClient[] = [];
-const raws: RawClient[] = [];
-const brokers: TestBroker[] = [];
-
-after(async () => {
-  await Promise.all(mqttClients.map((c) => Promise.race([c.endAsync(true), sleep(1000)])));
-  for (const r of raws) r.destroy();
-  await Promise.all(brokers.map((b) => b.stop()));
-});
-
-async function broker(overrides: Parameters<typeof startBroker>[0] = {}): Promise<TestBroker> {
-  const b = await startBroker(overrides);
-  brokers.push(b);
-  return b;
-}
-
-async function client(b: TestBroker, v: V, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(b.url, {
-    protocolVersion: v, clientId: uid('js'), reconnectPeriod: 0, connectTimeout: 3000, ...opts,
-  });
-  mqttClients.push(c);
-  return c;
-}
-
-interface Got { topic: string; payload: string; qos: number; retain: boolean; packet: IPublishPacket }
-
-function inbox(c: MqttClient): Got[] {
-  const out: Got[] = [];
-  c.on('message', (topic, payload, packet) => {
-    out.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain, packet });
-  });
-  return out;
-}
-
-async function raw(b: TestBroker, v: V, connect: Record<string, unknown> = {}): Promise<RawClient> {
-  const { c, connack } = await RawClient.connected(b.port, v, { clientId: uid('raw'), ...connect } as Partial<Packet>);
-  raws.push(c);
-  assert.equal(connack.cmd, 'connack');
-  return c;
-}
-
-async function nextOf<C extends Packet['cmd']>(c: RawClient, cmd: C, ms = 3000): Promise<Extract<Packet, { cmd: C }>> {
-  const p = await c.next(ms);
-  assert.ok(p, `connection closed while waiting for ${cmd}`);
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-  return p as Extract<Packet, { cmd: C }>;
-}
-
-/** Asserts that nothing arrives for `ms` (a bounded negative check). */
-async function nothing(c: RawClient, ms = 300): Promise<void> {
-  const p = await c.next(ms).catch(() => 'none' as const);
-  assert.equal(p, 'none', `unexpected packet ${JSON.stringify(p)}`);
-}
-
-let subId = 1;
-async function rawSubscribe(c: RawClient, subs: ISubscription[]): Promise<number[]> {
-  const messageId = subId++;
-  c.send({ cmd: 'subscribe', messageId, subscriptions: subs } as Packet);
-  const ack = await nextOf(c, 'suback');
-  assert.equal(ack.messageId, messageId);
-  return ack.granted as number[];
-}
-
-function pub(topic: string, payload: string, qos: 0 | 1 | 2, messageId?: number, extra: Partial<IPublishPacket> = {}): Packet {
-  return { cmd: 'publish', topic, payload: Buffer.from(payload), qos, retain: false, dup: false, messageId, ...extra } as Packet;
-}
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-/** Runs a mosquitto client; killed after `timeoutMs`. */
-function run(cmd: string, args: string[], timeoutMs = 8000): { done: Promise<Run> } {
-  // SIGKILL: mosquitto 2.0.11 clients can deadlock in their own SIGTERM/SIGALRM handlers.
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return { done: new Promise((resolve) => p.on('close', (code) => resolve({ code, stdout, stderr }))) };
-}
+const { broker, client, rawClient: raw, rawConnect } = trackClients();
 
 function mosqPub(b: TestBroker, mosq: string, topic: string, msg: string, qos: number): Promise<Run> {
-  return run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', mosq, '-i', uid('mpub'),
-    '-t', topic, '-m', msg, '-q', String(qos)]).done;
+  return mosquittoPub(b.port, ['-V', mosq, '-i', uid('mpub'), '-t', topic, '-m', msg, '-q', String(qos)]);
 }
 
 /** Starts mosquitto_sub and resolves once the broker holds its subscription. */
-async function mosqSub(b: TestBroker, mosq: string, topic: string, qos: number, count: number): Promise<{ done: Promise<Run> }> {
+async function mosqSub(b: TestBroker, mosq: string, topic: string, qos: number, count: number): Promise<Proc> {
   const id = uid('msub');
-  const { done } = run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', mosq, '-i', id,
-    '-t', topic, '-q', String(qos), '-C', String(count), '-F', '%t|%p|%q|%r']);
+  const p = mosquittoSub(b.port, ['-V', mosq, '-i', id, '-t', topic, '-q', String(qos), '-C', String(count), '-F', '%t|%p|%q|%r']);
   await waitFor(() => (b.node.broker.sessions.get(id)?.subscriptions.size ?? 0) > 0, 'mosquitto_sub subscription', 5000);
-  return { done }; // wrapped: an async function returning a bare promise would wait for it
+  return p; // a Proc, not a bare promise: an async function returning a promise would wait for it
 }
 
 // ---------------------------------------------------------------------------------
@@ -246,11 +159,11 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       const sub = await raw(b, v);
       await rawSubscribe(sub, [{ topic, qos: 1 }]);
       const c = await raw(b, v);
-      c.send(pub(topic, 'hello', 1, 0x1234));
-      const ack = await nextOf(c, 'puback');
+      c.send(publishPacket(topic, 'hello', 1, 0x1234));
+      const ack = await expectPacket(c, 'puback');
       assert.equal(ack.messageId, 0x1234);
       if (v5) assert.equal(ack.reasonCode ?? 0, 0, 'Success: there is a subscriber');
-      const got = await nextOf(sub, 'publish');
+      const got = await expectPacket(sub, 'publish');
       assert.equal(got.payload.toString(), 'hello');
       assert.equal(got.qos, 1);
     });
@@ -261,18 +174,18 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       await rawSubscribe(sub, [{ topic, qos: 2 }]);
       const id = uid('q2pub');
       const c = await raw(b, v, { clientId: id });
-      c.send(pub(topic, 'two', 2, 0x0203));
-      const rec = await nextOf(c, 'pubrec');
+      c.send(publishPacket(topic, 'two', 2, 0x0203));
+      const rec = await expectPacket(c, 'pubrec');
       assert.equal(rec.messageId, 0x0203);
       if (v5) assert.equal(rec.reasonCode ?? 0, 0);
       const s = b.node.broker.sessions.get(id)!;
       assert.ok(s.inboundQos2.has(0x0203), 'identifier held until PUBREL');
       c.send({ cmd: 'pubrel', messageId: 0x0203 } as Packet);
-      const comp = await nextOf(c, 'pubcomp');
+      const comp = await expectPacket(c, 'pubcomp');
       assert.equal(comp.messageId, 0x0203);
       if (v5) assert.equal(comp.reasonCode ?? 0, 0, 'known identifier → Success');
       assert.equal(s.inboundQos2.has(0x0203), false, 'identifier released by PUBREL');
-      const got = await nextOf(sub, 'publish');
+      const got = await expectPacket(sub, 'publish');
       assert.equal(got.payload.toString(), 'two');
       assert.equal(got.qos, 2);
     });
@@ -282,25 +195,25 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       const sub = await raw(b, v);
       await rawSubscribe(sub, [{ topic, qos: 0 }]);
       const c = await raw(b, v);
-      c.send(pub(topic, 'once', 2, 7));
-      assert.equal((await nextOf(c, 'pubrec')).messageId, 7);
-      c.send(pub(topic, 'once', 2, 7, { dup: true }));
-      assert.equal((await nextOf(c, 'pubrec')).messageId, 7, 'the duplicate is acknowledged again');
-      c.send(pub(topic, 'once', 2, 7, { dup: true }));
-      assert.equal((await nextOf(c, 'pubrec')).messageId, 7);
-      const first = await nextOf(sub, 'publish');
+      c.send(publishPacket(topic, 'once', 2, 7));
+      assert.equal((await expectPacket(c, 'pubrec')).messageId, 7);
+      c.send(publishPacket(topic, 'once', 2, 7, { dup: true }));
+      assert.equal((await expectPacket(c, 'pubrec')).messageId, 7, 'the duplicate is acknowledged again');
+      c.send(publishPacket(topic, 'once', 2, 7, { dup: true }));
+      assert.equal((await expectPacket(c, 'pubrec')).messageId, 7);
+      const first = await expectPacket(sub, 'publish');
       assert.equal(first.payload.toString(), 'once');
-      await nothing(sub);
+      await expectNothing(sub);
       c.send({ cmd: 'pubrel', messageId: 7 } as Packet);
-      assert.equal((await nextOf(c, 'pubcomp')).messageId, 7);
+      assert.equal((await expectPacket(c, 'pubcomp')).messageId, 7);
       // Same identifier after PUBCOMP: a new application message.
-      c.send(pub(topic, 'again', 2, 7));
-      assert.equal((await nextOf(c, 'pubrec')).messageId, 7);
-      const second = await nextOf(sub, 'publish');
+      c.send(publishPacket(topic, 'again', 2, 7));
+      assert.equal((await expectPacket(c, 'pubrec')).messageId, 7);
+      const second = await expectPacket(sub, 'publish');
       assert.equal(second.payload.toString(), 'again');
       c.send({ cmd: 'pubrel', messageId: 7 } as Packet);
-      await nextOf(c, 'pubcomp');
-      await nothing(sub);
+      await expectPacket(c, 'pubcomp');
+      await expectNothing(sub);
     });
 
     test(`[${tag} MQTT-3.3.1-3] the outgoing DUP flag is set by the broker alone: an inbound DUP=1 PUBLISH goes out with DUP=0`, T, async () => {
@@ -308,26 +221,26 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       const sub = await raw(b, v);
       await rawSubscribe(sub, [{ topic, qos: 1 }]);
       const c = await raw(b, v);
-      c.send(pub(topic, 'dup', 1, 21, { dup: true }));
-      assert.equal((await nextOf(c, 'puback')).messageId, 21);
-      const g = await nextOf(sub, 'publish');
+      c.send(publishPacket(topic, 'dup', 1, 21, { dup: true }));
+      assert.equal((await expectPacket(c, 'puback')).messageId, 21);
+      const g = await expectPacket(sub, 'publish');
       assert.equal(g.payload.toString(), 'dup');
       assert.equal(g.dup, false);
       // QoS 1: after the PUBACK the same identifier is a new message, DUP or not [MQTT-4.3.2-${v5 ? 5 : 2}].
-      c.send(pub(topic, 'dup', 1, 21, { dup: true }));
-      assert.equal((await nextOf(c, 'puback')).messageId, 21);
-      assert.equal((await nextOf(sub, 'publish')).payload.toString(), 'dup');
+      c.send(publishPacket(topic, 'dup', 1, 21, { dup: true }));
+      assert.equal((await expectPacket(c, 'puback')).messageId, 21);
+      assert.equal((await expectPacket(sub, 'publish')).payload.toString(), 'dup');
     });
 
     test(`[${tag} ${v5 ? '§3.7.2.1 0x92' : 'MQTT-4.3.3-2'}] PUBREL for an unknown identifier → PUBCOMP${v5 ? ' 0x92 Packet Identifier not found' : ''}`, T, async () => {
       const c = await raw(b, v);
       c.send({ cmd: 'pubrel', messageId: 4242 } as Packet);
-      const comp = await nextOf(c, 'pubcomp');
+      const comp = await expectPacket(c, 'pubcomp');
       assert.equal(comp.messageId, 4242);
       if (v5) assert.equal(comp.reasonCode, 0x92);
       // The connection stays usable.
       c.send({ cmd: 'pingreq' } as Packet);
-      await nextOf(c, 'pingresp');
+      await expectPacket(c, 'pingresp');
     });
 
     test(`[${tag} ${v5 ? 'MQTT-4.3.2-1 MQTT-4.3.2-2 MQTT-4.3.2-3' : 'MQTT-4.3.2-1'}] outbound QoS 1: PUBLISH DUP 0 with an identifier, held until PUBACK`, T, async () => {
@@ -336,7 +249,7 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       await rawSubscribe(sub, [{ topic, qos: 1 }]);
       const p = await client(b, v);
       await p.publishAsync(topic, 'x', { qos: 1 });
-      const got = await nextOf(sub, 'publish');
+      const got = await expectPacket(sub, 'publish');
       assert.equal(got.qos, 1);
       assert.equal(got.dup, false);
       assert.ok((got.messageId ?? 0) > 0);
@@ -352,20 +265,20 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       await rawSubscribe(sub, [{ topic, qos: 2 }]);
       const p = await client(b, v);
       await p.publishAsync(topic, 'y', { qos: 2 });
-      const got = await nextOf(sub, 'publish');
+      const got = await expectPacket(sub, 'publish');
       assert.equal(got.qos, 2);
       assert.equal(got.dup, false);
       const id = got.messageId!;
       assert.ok(id > 0);
       const s = [...b.node.broker.sessions.values()].find((x) => x.subscriptions.has(topic))!;
       sub.send({ cmd: 'pubrec', messageId: id } as Packet);
-      const rel = await nextOf(sub, 'pubrel');
+      const rel = await expectPacket(sub, 'pubrel');
       assert.equal(rel.messageId, id);
       if (v5) assert.equal(rel.reasonCode ?? 0, 0);
       assert.equal(s.inflight.get(id)?.state, 'pubrel', 'PUBREL unacknowledged until PUBCOMP');
       sub.send({ cmd: 'pubcomp', messageId: id } as Packet);
       await waitFor(() => s.inflight.size === 0, 'inflight released by PUBCOMP');
-      await nothing(sub, 200);
+      await expectNothing(sub, 200);
     });
 
     test(`[${tag} ${v5 ? 'MQTT-2.2.1-4 MQTT-2.2.1-2' : 'MQTT-2.3.1-2 MQTT-2.3.1-5'}] every in-flight QoS > 0 PUBLISH has its own non-zero identifier; QoS 0 has none`, T, async () => {
@@ -377,11 +290,11 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       await p.publishAsync(topic, 'zero', { qos: 0 });
       const ids: number[] = [];
       for (let i = 0; i < 6; i++) {
-        const g = await nextOf(sub, 'publish');
+        const g = await expectPacket(sub, 'publish');
         assert.equal(g.payload.toString(), `i${i}`);
         ids.push(g.messageId!);
       }
-      const z = await nextOf(sub, 'publish');
+      const z = await expectPacket(sub, 'publish');
       assert.equal(z.qos, 0);
       assert.equal(z.messageId, undefined);
       assert.ok(ids.every((id) => Number.isInteger(id) && id > 0 && id <= 65535), `ids ${ids}`);
@@ -391,23 +304,23 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
 
   test('[v5 §3.4.2.1 0x10 §3.5.2.1 0x10] PUBACK / PUBREC carry 0x10 No matching subscribers', T, async () => {
     const c = await raw(b, 5);
-    c.send(pub(uid('flow/nobody'), 'x', 1, 11));
-    const ack = await nextOf(c, 'puback');
+    c.send(publishPacket(uid('flow/nobody'), 'x', 1, 11));
+    const ack = await expectPacket(c, 'puback');
     assert.equal(ack.messageId, 11);
     assert.equal(ack.reasonCode, 0x10);
-    c.send(pub(uid('flow/nobody'), 'x', 2, 12));
-    const rec = await nextOf(c, 'pubrec');
+    c.send(publishPacket(uid('flow/nobody'), 'x', 2, 12));
+    const rec = await expectPacket(c, 'pubrec');
     assert.equal(rec.messageId, 12);
     assert.equal(rec.reasonCode, 0x10, '0x10 is a success code: the flow goes on');
     c.send({ cmd: 'pubrel', messageId: 12 } as Packet);
-    const comp = await nextOf(c, 'pubcomp');
+    const comp = await expectPacket(c, 'pubcomp');
     assert.equal(comp.reasonCode ?? 0, 0, 'the identifier was kept after PUBREC 0x10');
   });
 
   test('[v3.1.1 MQTT-4.3.2-2] 3.1.1 PUBACK has no reason code even without subscribers', T, async () => {
     const c = await raw(b, 4);
-    c.send(pub(uid('flow/nobody3'), 'x', 1, 13));
-    const ack = await nextOf(c, 'puback');
+    c.send(publishPacket(uid('flow/nobody3'), 'x', 1, 13));
+    const ack = await expectPacket(c, 'puback');
     assert.equal(ack.messageId, 13);
     assert.equal(ack.reasonCode, undefined);
   });
@@ -415,7 +328,7 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
   test('[v5 §3.6.2.1 0x92] PUBREC for an unknown identifier → PUBREL 0x92', T, async () => {
     const c = await raw(b, 5);
     c.send({ cmd: 'pubrec', messageId: 999 } as Packet);
-    const rel = await nextOf(c, 'pubrel');
+    const rel = await expectPacket(c, 'pubrel');
     assert.equal(rel.messageId, 999);
     assert.equal(rel.reasonCode, 0x92);
   });
@@ -426,23 +339,23 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
     await rawSubscribe(sub, [{ topic, qos: 1 }]);
     const p = await client(b, 5);
     for (let i = 0; i < 5; i++) await p.publishAsync(topic, `r${i}`, { qos: 1 });
-    const a = await nextOf(sub, 'publish');
-    const b2 = await nextOf(sub, 'publish');
+    const a = await expectPacket(sub, 'publish');
+    const b2 = await expectPacket(sub, 'publish');
     assert.deepEqual([a.payload.toString(), b2.payload.toString()], ['r0', 'r1']);
-    await nothing(sub, 400);
+    await expectNothing(sub, 400);
     // Non-PUBLISH packets are not held back by the full window.
     sub.send({ cmd: 'pingreq' } as Packet);
-    await nextOf(sub, 'pingresp');
+    await expectPacket(sub, 'pingresp');
     sub.send({ cmd: 'puback', messageId: a.messageId } as Packet);
-    const c3 = await nextOf(sub, 'publish');
+    const c3 = await expectPacket(sub, 'publish');
     assert.equal(c3.payload.toString(), 'r2');
-    await nothing(sub, 300);
+    await expectNothing(sub, 300);
     sub.send({ cmd: 'puback', messageId: b2.messageId } as Packet);
     sub.send({ cmd: 'puback', messageId: c3.messageId } as Packet);
-    const rest = [await nextOf(sub, 'publish'), await nextOf(sub, 'publish')];
+    const rest = [await expectPacket(sub, 'publish'), await expectPacket(sub, 'publish')];
     assert.deepEqual(rest.map((x) => x.payload.toString()), ['r3', 'r4']);
     for (const x of rest) sub.send({ cmd: 'puback', messageId: x.messageId } as Packet);
-    await nothing(sub, 200);
+    await expectNothing(sub, 200);
   });
 
   test('[v5 MQTT-3.3.4-9] a QoS 2 delivery holds its Receive Maximum slot until PUBCOMP, not PUBREC', T, async () => {
@@ -452,33 +365,32 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
     const p = await client(b, 5);
     await p.publishAsync(topic, 'a', { qos: 2 });
     await p.publishAsync(topic, 'b', { qos: 2 });
-    const a = await nextOf(sub, 'publish');
+    const a = await expectPacket(sub, 'publish');
     assert.equal(a.payload.toString(), 'a');
     sub.send({ cmd: 'pubrec', messageId: a.messageId } as Packet);
-    await nextOf(sub, 'pubrel');
-    await nothing(sub, 300);
+    await expectPacket(sub, 'pubrel');
+    await expectNothing(sub, 300);
     sub.send({ cmd: 'pubcomp', messageId: a.messageId } as Packet);
-    const b2 = await nextOf(sub, 'publish');
+    const b2 = await expectPacket(sub, 'publish');
     assert.equal(b2.payload.toString(), 'b');
   });
 
   test('[v5 MQTT-3.3.4-7 §3.3.4 0x93] a 5.0 client exceeding the broker\'s Receive Maximum (2) with unreleased QoS 2 → DISCONNECT 0x93', T, async () => {
-    const { c, connack } = await RawClient.connected(b.port, 5, { clientId: uid('rmaxin') } as Partial<Packet>);
-    raws.push(c);
+    const { c, connack } = await rawConnect(b.port, 5, { clientId: uid('rmaxin') });
     assert.equal((connack as { properties?: { receiveMaximum?: number } }).properties?.receiveMaximum, 2);
     const topic = uid('flow/in');
-    c.send(pub(topic, '1', 2, 1));
-    c.send(pub(topic, '2', 2, 2));
-    assert.equal((await nextOf(c, 'pubrec')).messageId, 1);
-    assert.equal((await nextOf(c, 'pubrec')).messageId, 2);
+    c.send(publishPacket(topic, '1', 2, 1));
+    c.send(publishPacket(topic, '2', 2, 2));
+    assert.equal((await expectPacket(c, 'pubrec')).messageId, 1);
+    assert.equal((await expectPacket(c, 'pubrec')).messageId, 2);
     // Releasing one frees one slot.
     c.send({ cmd: 'pubrel', messageId: 1 } as Packet);
-    assert.equal((await nextOf(c, 'pubcomp')).messageId, 1);
-    c.send(pub(topic, '3', 2, 3));
-    assert.equal((await nextOf(c, 'pubrec')).messageId, 3);
+    assert.equal((await expectPacket(c, 'pubcomp')).messageId, 1);
+    c.send(publishPacket(topic, '3', 2, 3));
+    assert.equal((await expectPacket(c, 'pubrec')).messageId, 3);
     // A third unreleased one is one too many.
-    c.send(pub(topic, '4', 2, 4));
-    const d = await nextOf(c, 'disconnect');
+    c.send(publishPacket(topic, '4', 2, 4));
+    const d = await expectPacket(c, 'disconnect');
     assert.equal(d.reasonCode, 0x93);
     await c.waitClose();
   });
@@ -489,26 +401,26 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
     await rawSubscribe(sub, [{ topic, qos: 0 }]);
     const c = await raw(b, 5);
     const bytes = Buffer.concat([
-      mqttPacket.generate(pub(uid('flow/x'), '1', 2, 1), { protocolVersion: 5 }),
-      mqttPacket.generate(pub(uid('flow/x'), '2', 2, 2), { protocolVersion: 5 }),
-      mqttPacket.generate(pub(uid('flow/x'), '3', 2, 3), { protocolVersion: 5 }), // one too many
-      mqttPacket.generate(pub(topic, 'must not be routed', 0), { protocolVersion: 5 }),
-      mqttPacket.generate(pub(topic, 'nor this', 1, 9), { protocolVersion: 5 }),
+      mqttPacket.generate(publishPacket(uid('flow/x'), '1', 2, 1), { protocolVersion: 5 }),
+      mqttPacket.generate(publishPacket(uid('flow/x'), '2', 2, 2), { protocolVersion: 5 }),
+      mqttPacket.generate(publishPacket(uid('flow/x'), '3', 2, 3), { protocolVersion: 5 }), // one too many
+      mqttPacket.generate(publishPacket(topic, 'must not be routed', 0), { protocolVersion: 5 }),
+      mqttPacket.generate(publishPacket(topic, 'nor this', 1, 9), { protocolVersion: 5 }),
     ]);
     c.sendRaw(bytes);
     const got = await c.drainUntilClose();
     assert.deepEqual(got.map((p) => p.cmd), ['pubrec', 'pubrec', 'disconnect'], 'one DISCONNECT, then nothing');
     assert.equal((got[2] as { reasonCode?: number }).reasonCode, 0x93);
-    await nothing(sub, 300);
+    await expectNothing(sub, 300);
   });
 
   test('[v3.1.1 §4.3.3] 3.1.1 has no Receive Maximum: more unreleased QoS 2 messages than receive_maximum are accepted', T, async () => {
     const c = await raw(b, 4);
     const topic = uid('flow/in3');
-    for (let i = 1; i <= 4; i++) c.send(pub(topic, String(i), 2, i));
-    for (let i = 1; i <= 4; i++) assert.equal((await nextOf(c, 'pubrec')).messageId, i);
+    for (let i = 1; i <= 4; i++) c.send(publishPacket(topic, String(i), 2, i));
+    for (let i = 1; i <= 4; i++) assert.equal((await expectPacket(c, 'pubrec')).messageId, i);
     for (let i = 1; i <= 4; i++) c.send({ cmd: 'pubrel', messageId: i } as Packet);
-    for (let i = 1; i <= 4; i++) assert.equal((await nextOf(c, 'pubcomp')).messageId, i);
+    for (let i = 1; i <= 4; i++) assert.equal((await expectPacket(c, 'pubcomp')).messageId, i);
     assert.equal(c.closed, false);
   });
 });

@@ -2,86 +2,19 @@
 // delivery, 5.0 Message Expiry on a retained message; wills on abnormal close, on
 // 5.0 DISCONNECT 0x04, not on a normal DISCONNECT, will QoS / retain, keep alive
 // expiry, and the 5.0 Will Delay Interval against the Session Expiry Interval.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { IPublishPacket, ISubscription, Packet } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { IPublishPacket, Packet } from 'mqtt-packet';
+import { sleep, waitFor, type TestBroker } from './helpers/broker.js';
+import { inbox, trackClients, uid, VERSIONS, type Received } from './helpers/clients.js';
+import { mosquittoPub, mosquittoSub } from './helpers/mosquitto.js';
+import { expectPacket, rawSubscribe } from './helpers/raw-client.js';
 
 type V = 4 | 5;
-const VERSIONS: { v: V; tag: string; mosq: string }[] = [
-  { v: 4, tag: 'v3.1.1', mosq: 'mqttv311' },
-  { v: 5, tag: 'v5', mosq: 'mqttv5' },
-];
 const T = { timeout: 20_000 };
 
-let seq = 0;
-const uid = (p: string) => `${p}-${process.pid}-${++seq}`;
-
-const mqttClients: MqttClient[] = [];
-const raws: RawClient[] = [];
-const brokers: TestBroker[] = [];
-
-after(async () => {
-  await Promise.all(mqttClients.map((c) => Promise.race([c.endAsync(true), sleep(1000)])));
-  for (const r of raws) r.destroy();
-  await Promise.all(brokers.map((b) => b.stop()));
-});
-
-async function broker(overrides: Parameters<typeof startBroker>[0] = {}): Promise<TestBroker> {
-  const b = await startBroker(overrides);
-  brokers.push(b);
-  return b;
-}
-
-async function client(b: TestBroker, v: V, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(b.url, {
-    protocolVersion: v, clientId: uid('js'), reconnectPeriod: 0, connectTimeout: 3000, ...opts,
-  });
-  mqttClients.push(c);
-  return c;
-}
-
-interface Got { topic: string; payload: string; qos: number; retain: boolean; packet: IPublishPacket }
-
-function inbox(c: MqttClient): Got[] {
-  const out: Got[] = [];
-  c.on('message', (topic, payload, packet) => {
-    out.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain, packet });
-  });
-  return out;
-}
-
-async function raw(b: TestBroker, v: V, connect: Record<string, unknown> = {}): Promise<RawClient> {
-  const { c, connack } = await RawClient.connected(b.port, v, { clientId: uid('raw'), ...connect } as Partial<Packet>);
-  raws.push(c);
-  assert.equal(connack.cmd, 'connack');
-  return c;
-}
-
-async function nextOf<C extends Packet['cmd']>(c: RawClient, cmd: C, ms = 3000): Promise<Extract<Packet, { cmd: C }>> {
-  const p = await c.next(ms);
-  assert.ok(p, `connection closed while waiting for ${cmd}`);
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-  return p as Extract<Packet, { cmd: C }>;
-}
-
-/** Asserts that nothing arrives for `ms` (a bounded negative check). */
-async function nothing(c: RawClient, ms = 300): Promise<void> {
-  const p = await c.next(ms).catch(() => 'none' as const);
-  assert.equal(p, 'none', `unexpected packet ${JSON.stringify(p)}`);
-}
-
-let packetId = 1;
-async function rawSubscribe(c: RawClient, subs: ISubscription[], properties?: Record<string, unknown>): Promise<number[]> {
-  const messageId = packetId++;
-  c.send({ cmd: 'subscribe', messageId, subscriptions: subs, ...(properties ? { properties } : {}) } as Packet);
-  const ack = await nextOf(c, 'suback');
-  assert.equal(ack.messageId, messageId);
-  return ack.granted as number[];
-}
+const { broker, client, rawClient: raw } = trackClients();
 
 /** A fresh RawClient subscribed to `filter`: returns the retained messages it got right after SUBACK. */
 async function retainedOn(b: TestBroker, v: V, filter: string, qos: 0 | 1 | 2 = 0): Promise<IPublishPacket[]> {
@@ -108,7 +41,7 @@ async function watcher(b: TestBroker, v: V, topic: string, qos: 0 | 1 | 2 = 2) {
   return {
     got,
     /** Everything received on `topic` once a later sentinel has gone through the broker. */
-    async settle(): Promise<Got[]> {
+    async settle(): Promise<Received[]> {
       const p = await client(b, v);
       const tag = uid('end');
       await p.publishAsync(sentinel, tag, { qos: 0 });
@@ -158,7 +91,7 @@ describe('retained messages', () => {
 
       // The live subscriber saw all four, the empty one included (processed normally).
       const seen: string[] = [];
-      for (let i = 0; i < 4; i++) seen.push((await nextOf(live, 'publish')).payload.toString());
+      for (let i = 0; i < 4; i++) seen.push((await expectPacket(live, 'publish')).payload.toString());
       assert.deepEqual(seen, ['one', 'two', 'not retained', '']);
     });
 
@@ -179,15 +112,9 @@ describe('retained messages', () => {
       const q = await retainedOn(b, v, `${base}/b/c`, 2);
       assert.equal(q[0]?.qos, 1, 'min(message QoS 1, granted 2)');
       // mosquitto_sub sees the retain flag too.
-      const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const ps = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', mosq, '-t', `${base}/#`,
-          '-C', '3', '-F', '%t|%p|%r'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000, killSignal: 'SIGKILL' });
-        let out = '';
-        ps.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        ps.on('close', (code) => resolve({ code, out }));
-      });
+      const r = await mosquittoSub(b.port, ['-V', mosq, '-t', `${base}/#`, '-C', '3', '-F', '%t|%p|%r'], 5000).done;
       assert.equal(r.code, 0);
-      assert.deepEqual(r.out.trim().split('\n').sort(), [`${base}/a|a|1`, `${base}/b/c|bc|1`, `${base}|root|1`].sort());
+      assert.deepEqual(r.stdout.trim().split('\n').sort(), [`${base}/a|a|1`, `${base}/b/c|bc|1`, `${base}|root|1`].sort());
       for (const t of [base, `${base}/a`, `${base}/b/c`]) await p.publishAsync(t, '', { retain: true });
     });
 
@@ -252,7 +179,7 @@ describe('retained messages', () => {
     await p.publishAsync(topic, 'x', { qos: 0, retain: true });
     const c = await raw(b, 5);
     await rawSubscribe(c, [{ topic, qos: 0 }], { subscriptionIdentifier: 77 });
-    const g = await nextOf(c, 'publish');
+    const g = await expectPacket(c, 'publish');
     assert.equal(g.retain, true);
     assert.deepEqual(([] as number[]).concat(g.properties?.subscriptionIdentifier ?? []), [77]);
     await p.publishAsync(topic, '', { retain: true });
@@ -291,13 +218,9 @@ describe('will messages', () => {
       const c = await client(b, v, { clientId: id, will: willOpts(topic, 'should not appear', 1) });
       await c.endAsync();
       await waitFor(gone(b, id), 'MQTT.js connection gone');
-      const r = await new Promise<number | null>((resolve) => {
-        const ps = spawn('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', mosq, '-t', uid('will/other'), '-m', 'hi',
-          '--will-topic', topic, '--will-payload', 'mosquitto will', '--will-qos', '1'],
-        { stdio: 'ignore', timeout: 5000, killSignal: 'SIGKILL' });
-        ps.on('close', resolve);
-      });
-      assert.equal(r, 0);
+      const r = await mosquittoPub(b.port, ['-V', mosq, '-t', uid('will/other'), '-m', 'hi',
+        '--will-topic', topic, '--will-payload', 'mosquitto will', '--will-qos', '1'], 5000);
+      assert.equal(r.code, 0);
       await waitFor(() => [...b.node.broker.connections].every((x) => !x.clientId.startsWith('mosq')), 'mosquitto_pub gone');
       assert.deepEqual(await w.settle(), []);
       assert.equal(b.node.broker.counters.willsPublished, before);
@@ -336,7 +259,7 @@ describe('will messages', () => {
       await waitFor(() => w.got.some((g) => g.topic === topic), 'will after keep alive', 5000);
       assert.ok(Date.now() - t0 >= 1000, 'not before the keep alive ran out');
       if (v5) {
-        const d = await nextOf(c, 'disconnect');
+        const d = await expectPacket(c, 'disconnect');
         assert.equal(d.reasonCode, 0x8d, 'Keep Alive timeout');
       }
       await c.waitClose();

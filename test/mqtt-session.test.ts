@@ -4,57 +4,37 @@
 // plus the byte-level RawClient where exact packets (DUP, packet ids, PUBREL) matter.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import mqtt from 'mqtt';
+import type mqtt from 'mqtt';
 import type {
   IConnackPacket, IDisconnectPacket, IPublishPacket, IPubrelPacket, Packet, QoS,
 } from 'mqtt-packet';
 import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import { messages, trackClients, uid, type Message } from './helpers/clients.js';
+import { mosquittoPub, mosquittoSub } from './helpers/mosquitto.js';
+import type { RawClient } from './helpers/raw-client.js';
 
 const T = { timeout: 20_000 };
 
-let seq = 0;
-const uid = (p: string) => `${p}-${process.pid}-${++seq}`;
-
 // ---------------------------------------------------------------- helpers
 
-const raws: RawClient[] = [];
-const mqs: mqtt.MqttClient[] = [];
-after(async () => {
-  for (const c of raws) c.destroy();
-  await Promise.all(mqs.map((c) => c.endAsync(true).catch(() => undefined)));
-});
+const clients = trackClients();
 
 interface Mq {
   client: mqtt.MqttClient;
   connack: IConnackPacket;
   /** Every message received, in order (the handler is attached before CONNECT is sent). */
-  got: { topic: string; payload: string; qos: number }[];
+  got: Message[];
 }
 
 /** MQTT.js connect (no reconnects) resolving with the CONNACK; records messages from the start. */
-function mq(b: TestBroker, opts: mqtt.IClientOptions): Promise<Mq> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(b.url, { reconnectPeriod: 0, connectTimeout: 4000, ...opts });
-    mqs.push(client);
-    const got: Mq['got'] = [];
-    client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), qos: packet.qos }));
-    const t = setTimeout(() => reject(new Error('MQTT.js: no CONNACK')), 5000);
-    client.once('connect', (connack) => {
-      clearTimeout(t);
-      resolve({ client, connack: connack as IConnackPacket, got });
-    });
-    client.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-  });
+async function mq(b: TestBroker, opts: mqtt.IClientOptions): Promise<Mq> {
+  let got: Message[] = [];
+  const r = await clients.connack(b.url, opts, (c) => (got = messages(c)));
+  return { ...r, got };
 }
 
 async function raw(b: TestBroker, version: 4 | 5, fields: Record<string, unknown>) {
-  const r = await RawClient.connected(b.port, version, fields as Partial<Packet>);
-  raws.push(r.c);
+  const r = await clients.rawConnect(b.port, version, fields);
   assert.equal(r.connack.cmd, 'connack');
   return r;
 }
@@ -75,15 +55,6 @@ async function publishAll(b: TestBroker, version: 4 | 5, msgs: { topic: string; 
   const p = await mq(b, { protocolVersion: version, clientId: uid('pub') });
   for (const m of msgs) await p.client.publishAsync(m.topic, m.payload, { qos: m.qos });
   await p.client.endAsync();
-}
-
-function run(cmd: string, args: string[], timeoutMs = 8000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 const sp = (c: Packet) => (c as IConnackPacket).sessionPresent;
@@ -281,19 +252,19 @@ describe('sessions on a default broker', () => {
   test('[v5 MQTT-3.1.2-23] [v5 MQTT-4.6.0-6] mosquitto_sub -c: offline QoS 2 messages arrive on reconnect, in order', T, async () => {
     const id = uid('mosq');
     const topic = uid('t/mosq');
-    const base = ['-V', 'mqttv5', '-h', '127.0.0.1', '-p', String(b.port), '-i', id, '-c', '-x', '60', '-q', '2', '-t', topic];
-    const first = await run('mosquitto_sub', [...base, '-E']);
+    const base = ['-V', 'mqttv5', '-i', id, '-c', '-x', '60', '-q', '2', '-t', topic];
+    const first = await mosquittoSub(b.port, [...base, '-E']).done;
     assert.equal(first.code, 0, first.stderr);
     await offline(b, id);
     const msgs = ['one', 'two', 'three', 'four'];
     for (const m of msgs) {
       // One QoS for all: libmosquitto hands a QoS 2 message to the app only at PUBREL, so a
       // mix would be printed out of wire order.
-      const r = await run('mosquitto_pub', ['-V', 'mqttv5', '-h', '127.0.0.1', '-p', String(b.port), '-t', topic, '-m', m, '-q', '2']);
+      const r = await mosquittoPub(b.port, ['-V', 'mqttv5', '-t', topic, '-m', m, '-q', '2']);
       assert.equal(r.code, 0, r.stderr);
     }
     assert.equal(b.node.broker.sessions.get(id)?.queue.length, 4);
-    const second = await run('mosquitto_sub', [...base, '-C', '4', '-W', '5', '-F', '%p %q']);
+    const second = await mosquittoSub(b.port, [...base, '-C', '4', '-W', '5', '-F', '%p %q']).done;
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual(second.stdout.trim().split('\n'), ['one 2', 'two 2', 'three 2', 'four 2']);
     // Clean up the stored session.

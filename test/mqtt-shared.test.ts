@@ -4,53 +4,22 @@
 // switch.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type DeepPartial, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
-import type { Config } from '../src/config/types.js';
+import type { MqttClient } from 'mqtt';
+import type { IPublishPacket, Packet } from 'mqtt-packet';
+import { sleep, waitFor } from './helpers/broker.js';
+import { BrokerEnv, uid } from './helpers/clients.js';
+import { mosquittoSub } from './helpers/mosquitto.js';
+import { expectPacket } from './helpers/raw-client.js';
 
 const T = { timeout: 15_000 };
 
-let uniq = 0;
-const id = (p: string) => `${p}-${process.pid}-${++uniq}`;
-
-/** A broker plus the clients made on it, all closed by `close()`. */
-class Env {
-  readonly clients: MqttClient[] = [];
-  readonly raws: RawClient[] = [];
-  b!: TestBroker;
-
-  async start(overrides: DeepPartial<Config>): Promise<void> {
-    this.b = await startBroker(overrides);
-  }
-
-  async close(): Promise<void> {
-    for (const c of this.clients) c.end(true);
-    for (const r of this.raws) r.destroy();
-    await this.b.stop();
-  }
-
-  async mq(opts: IClientOptions = {}): Promise<MqttClient> {
-    const c = await mqtt.connectAsync(this.b.url, {
-      protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 3000, clientId: id('mq'), ...opts,
-    });
-    this.clients.push(c);
-    return c;
-  }
-
-  async raw(connect: Record<string, unknown> = {}): Promise<{ c: RawClient; connack: IConnackPacket }> {
-    const r = await RawClient.connected(this.b.port, 5, { clientId: id('raw'), ...connect } as Partial<Packet>);
-    this.raws.push(r.c);
-    return { c: r.c, connack: r.connack as IConnackPacket };
-  }
-
+/** A broker plus the clients made on it, all closed by `close()`; `members()` makes shared-subscription members. */
+class Env extends BrokerEnv {
   /** Connected members subscribed to `filter`, each recording the payloads it receives. */
   async members(n: number, filter: string, qos: 0 | 1 | 2 = 1): Promise<{ c: MqttClient; got: string[] }[]> {
     const out: { c: MqttClient; got: string[] }[] = [];
     for (let i = 0; i < n; i++) {
-      const c = await this.mq({ clientId: id(`member${i}`) });
+      const c = await this.mq({ clientId: uid(`member${i}`) });
       const got: string[] = [];
       c.on('message', (_t, payload) => got.push(payload.toString()));
       const r = await c.subscribeAsync(filter, { qos });
@@ -75,13 +44,6 @@ async function settle(ms: { got: string[] }[], n: number): Promise<void> {
 function assertExactlyOnce(ms: { got: string[] }[], sent: string[]): void {
   const all = ms.flatMap((m) => m.got).sort();
   assert.deepEqual(all, [...sent].sort(), 'each message to exactly one member');
-}
-
-async function expectPacket<P extends Packet>(c: RawClient, cmd: P['cmd'], timeoutMs = 3000): Promise<P> {
-  const p = await c.next(timeoutMs);
-  assert.ok(p, `socket closed while waiting for ${cmd}`);
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-  return p as P;
 }
 
 // ---------------------------------------------------------------- strategies
@@ -138,35 +100,28 @@ describe('shared subscriptions: round_robin', () => {
 
   test('[v5 4.8.2] $queue/<filter> works as a shared group (mosquitto_sub 3.1.1 + MQTT.js 5.0 members)', T, async () => {
     const b = env.b;
-    const topic = id('queue');
-    const mosqId = id('mosq');
-    const ch = spawn('mosquitto_sub', [
-      '-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(b.port), '-i', mosqId, '-q', '1',
-      '-t', `$queue/${topic}`, '-C', '5', '-W', '8',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    ch.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((resolve) => ch.on('exit', (c) => resolve(c)));
-    const killer = setTimeout(() => ch.kill('SIGKILL'), 10_000);
+    const topic = uid('queue');
+    const mosqId = uid('mosq');
+    const sub = mosquittoSub(b.port, ['-V', 'mqttv311', '-i', mosqId, '-q', '1', '-t', `$queue/${topic}`, '-C', '5', '-W', '8'], 10_000);
     try {
       const [js] = await env.members(1, `$queue/${topic}`);
       await waitFor(() => (b.node.broker.index.groupMembers(topic, '$queue')?.size ?? 0) === 2, 'two $queue members');
       const pub = await env.mq();
       const sent = await publishSeq(pub, () => topic, 10, 'q');
-      assert.equal(await exited, 0, 'mosquitto_sub got its 5 messages');
+      const r = await sub.done;
+      assert.equal(r.code, 0, 'mosquitto_sub got its 5 messages');
       await settle([js!], 5);
-      const mosqGot = out.trim().split('\n');
+      const mosqGot = r.stdout.trim().split('\n');
       assert.equal(mosqGot.length, 5);
       assert.equal(js!.got.length, 5);
       assertExactlyOnce([js!, { got: mosqGot }], sent);
     } finally {
-      clearTimeout(killer);
-      ch.kill();
+      sub.proc.kill();
     }
   });
 
   test('[v5 4.8.2] a shared subscription gets no retained messages when it subscribes', T, async () => {
-    const topic = id('ret');
+    const topic = uid('ret');
     const pub = await env.mq();
     await pub.publishAsync(`${topic}/x`, 'kept', { qos: 1, retain: true });
     const [shared] = await env.members(1, `$share/g/${topic}/#`);
@@ -187,8 +142,8 @@ describe('shared subscriptions: round_robin', () => {
 
   test('[v5 4.8.2] while a member with a persistent session is offline, messages go to the online members only', T, async () => {
     const b = env.b;
-    const topic = id('offline');
-    const offId = id('off-member');
+    const topic = uid('offline');
+    const offId = uid('off-member');
     const off = await env.mq({ clientId: offId, clean: false, properties: { sessionExpiryInterval: 60 } });
     await off.subscribeAsync(`$share/off/${topic}`, { qos: 1 });
     await off.endAsync();
@@ -212,7 +167,7 @@ describe('shared subscriptions: round_robin', () => {
   test('[v5 MQTT-3.8.3-4] No Local on a shared subscription → DISCONNECT 0x82', T, async () => {
     const { c } = await env.raw();
     c.send({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: '$share/g/nl/t', qos: 1, nl: true }] } as Packet);
-    const d = await expectPacket<IDisconnectPacket>(c, 'disconnect');
+    const d = await expectPacket(c, 'disconnect');
     assert.equal(d.reasonCode, 0x82);
     await c.waitClose();
   });
@@ -226,25 +181,25 @@ describe('shared subscriptions: round_robin', () => {
         { topic: '$share/g/', qos: 0 }, { topic: '$share/ok/t', qos: 0 },
       ],
     } as Packet);
-    const ack = await expectPacket<ISubackPacket>(c, 'suback');
+    const ack = await expectPacket(c, 'suback');
     assert.deepEqual(ack.granted, [0x8f, 0x8f, 0x8f, 0x8f, 0]);
   });
 
   test('[v5 4.8.2] QoS 1 messages unacknowledged by a member that disconnects go to another member (sharedRedispatched)', T, async () => {
     const b = env.b;
-    const topic = id('redisp');
+    const topic = uid('redisp');
     const counters = b.node.broker.counters;
     // Member A never acknowledges; member B is an ordinary MQTT.js client.
-    const aId = id('rd-a');
-    const a = await env.raw({ clientId: aId });
+    const aId = uid('rd-a');
+    const a = await env.raw(5, { clientId: aId });
     a.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `$share/rd/${topic}`, qos: 1 }] } as Packet);
-    assert.deepEqual((await expectPacket<ISubackPacket>(a.c, 'suback')).granted, [1]);
+    assert.deepEqual((await expectPacket(a.c, 'suback')).granted, [1]);
     const [bm] = await env.members(1, `$share/rd/${topic}`);
     const pub = await env.mq();
     const before = counters.sharedRedispatched;
     const sent = await publishSeq(pub, () => topic, 6, 'rd');
     const toA: string[] = [];
-    for (let i = 0; i < 3; i++) toA.push((await expectPacket<IPublishPacket>(a.c, 'publish')).payload.toString());
+    for (let i = 0; i < 3; i++) toA.push((await expectPacket(a.c, 'publish')).payload.toString());
     await waitFor(() => bm!.got.length >= 3, "B's own share");
     assert.equal(b.node.broker.sessions.get(aId)?.inflight.size, 3, 'three unacknowledged at A');
     a.c.destroy();
@@ -257,16 +212,16 @@ describe('shared subscriptions: round_robin', () => {
 
   test('[v5 MQTT-4.8.2-4/5] a QoS 2 message in flight to a member that disconnects is not sent to another member; it completes on reconnect', T, async () => {
     const b = env.b;
-    const topic = id('rdq2');
-    const clientId = id('q2member');
-    const a = await env.raw({ clientId, properties: { sessionExpiryInterval: 60 } });
+    const topic = uid('rdq2');
+    const clientId = uid('q2member');
+    const a = await env.raw(5, { clientId, properties: { sessionExpiryInterval: 60 } });
     a.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `$share/q2/${topic}`, qos: 2 }] } as Packet);
-    assert.deepEqual((await expectPacket<ISubackPacket>(a.c, 'suback')).granted, [2]);
+    assert.deepEqual((await expectPacket(a.c, 'suback')).granted, [2]);
     const [bm] = await env.members(1, `$share/q2/${topic}`, 2);
     const pub = await env.mq();
     const before = counters();
     await publishSeq(pub, () => topic, 2, 'q2', 2);
-    const first = await expectPacket<IPublishPacket>(a.c, 'publish'); // no PUBREC
+    const first = await expectPacket(a.c, 'publish'); // no PUBREC
     assert.equal(first.qos, 2);
     await waitFor(() => bm!.got.length >= 1, "B's message");
     a.c.destroy();
@@ -276,9 +231,9 @@ describe('shared subscriptions: round_robin', () => {
     assert.ok(!bm!.got.includes(first.payload.toString()));
     assert.equal(counters() - before, 0);
 
-    const again = await env.raw({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    const again = await env.raw(5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal(again.connack.sessionPresent, true);
-    const re = await expectPacket<IPublishPacket>(again.c, 'publish');
+    const re = await expectPacket(again.c, 'publish');
     assert.equal(re.payload.toString(), first.payload.toString());
     assert.equal(re.messageId, first.messageId);
     assert.equal(re.dup, true);
@@ -406,15 +361,14 @@ describe('shared subscriptions not available', () => {
       cmd: 'subscribe', messageId: 5,
       subscriptions: [{ topic: '$share/g/na/t', qos: 1 }, { topic: '$queue/na/t', qos: 1 }, { topic: 'na/t', qos: 1 }],
     } as Packet);
-    const ack = await expectPacket<ISubackPacket>(c, 'suback');
+    const ack = await expectPacket(c, 'suback');
     assert.deepEqual(ack.granted, [0x9e, 0x9e, 1]);
   });
 
   test('[v3.1.1 MQTT-3.9.3-2] shared_subscription_available false → a 3.1.1 $share SUBSCRIBE gets 0x80', T, async () => {
-    const { c } = await RawClient.connected(env.b.port, 4, { clientId: id('v4') });
-    env.raws.push(c);
+    const { c } = await env.raw(4, { clientId: uid('v4') });
     c.send({ cmd: 'subscribe', messageId: 6, subscriptions: [{ topic: '$share/g/na/t', qos: 1 }, { topic: 'na/t', qos: 1 }] } as Packet);
-    const ack = await expectPacket<ISubackPacket>(c, 'suback');
+    const ack = await expectPacket(c, 'suback');
     assert.deepEqual(ack.granted, [0x80, 1]);
   });
 });

@@ -2,97 +2,26 @@
 // matching, $-topics, invalid and denied filters, the subscription quota, the 5.0
 // subscription options (No Local, Retain As Published, Retain Handling), Subscription
 // Identifiers, overlapping subscriptions and UNSUBACK.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import type { IPublishPacket, ISubscription, Packet } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import { waitFor, type TestBroker } from './helpers/broker.js';
+import { inbox, trackClients, uid, VERSIONS, type Received } from './helpers/clients.js';
+import { mosquittoSub } from './helpers/mosquitto.js';
+import { publishPacket } from './helpers/packets.js';
+import { expectNothing, expectPacket, rawSubscribe } from './helpers/raw-client.js';
 
-type V = 4 | 5;
-const VERSIONS: { v: V; tag: string; mosq: string }[] = [
-  { v: 4, tag: 'v3.1.1', mosq: 'mqttv311' },
-  { v: 5, tag: 'v5', mosq: 'mqttv5' },
-];
 const T = { timeout: 20_000 };
 
-let seq = 0;
-const uid = (p: string) => `${p}-${process.pid}-${++seq}`;
-
-const mqttClients: MqttClient[] = [];
-const raws: RawClient[] = [];
-const brokers: TestBroker[] = [];
-
-after(async () => {
-  await Promise.all(mqttClients.map((c) => Promise.race([c.endAsync(true), sleep(1000)])));
-  for (const r of raws) r.destroy();
-  await Promise.all(brokers.map((b) => b.stop()));
-});
-
-async function broker(overrides: Parameters<typeof startBroker>[0] = {}): Promise<TestBroker> {
-  const b = await startBroker(overrides);
-  brokers.push(b);
-  return b;
-}
-
-async function client(b: TestBroker, v: V, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(b.url, {
-    protocolVersion: v, clientId: uid('js'), reconnectPeriod: 0, connectTimeout: 3000, ...opts,
-  });
-  mqttClients.push(c);
-  return c;
-}
-
-interface Got { topic: string; payload: string; qos: number; retain: boolean; packet: IPublishPacket }
-
-function inbox(c: MqttClient): Got[] {
-  const out: Got[] = [];
-  c.on('message', (topic, payload, packet) => {
-    out.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain, packet });
-  });
-  return out;
-}
-
-async function raw(b: TestBroker, v: V, connect: Record<string, unknown> = {}): Promise<RawClient> {
-  const { c, connack } = await RawClient.connected(b.port, v, { clientId: uid('raw'), ...connect } as Partial<Packet>);
-  raws.push(c);
-  assert.equal(connack.cmd, 'connack');
-  return c;
-}
-
-async function nextOf<C extends Packet['cmd']>(c: RawClient, cmd: C, ms = 3000): Promise<Extract<Packet, { cmd: C }>> {
-  const p = await c.next(ms);
-  assert.ok(p, `connection closed while waiting for ${cmd}`);
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-  return p as Extract<Packet, { cmd: C }>;
-}
-
-/** Asserts that nothing arrives for `ms` (a bounded negative check). */
-async function nothing(c: RawClient, ms = 300): Promise<void> {
-  const p = await c.next(ms).catch(() => 'none' as const);
-  assert.equal(p, 'none', `unexpected packet ${JSON.stringify(p)}`);
-}
-
-let packetId = 1;
-async function rawSubscribe(c: RawClient, subs: ISubscription[], properties?: Record<string, unknown>): Promise<number[]> {
-  const messageId = packetId++;
-  c.send({ cmd: 'subscribe', messageId, subscriptions: subs, ...(properties ? { properties } : {}) } as Packet);
-  const ack = await nextOf(c, 'suback');
-  assert.equal(ack.messageId, messageId, 'SUBACK carries the SUBSCRIBE packet identifier');
-  return ack.granted as number[];
-}
-
-function pub(topic: string, payload: string, qos: 0 | 1 | 2, messageId?: number, extra: Partial<IPublishPacket> = {}): Packet {
-  return { cmd: 'publish', topic, payload: Buffer.from(payload), qos, retain: false, dup: false, messageId, ...extra } as Packet;
-}
+const { broker, client, rawClient: raw } = trackClients();
 
 /**
  * Publishes `topics` then a sentinel from one QoS 0 publisher and returns the topics
  * `got` received before the sentinel: one publisher's messages are routed in order, so
  * anything that was going to match has arrived by then.
  */
-async function routedBefore(p: MqttClient, got: Got[], topics: string[], sentinel: string): Promise<string[]> {
+async function routedBefore(p: MqttClient, got: Received[], topics: string[], sentinel: string): Promise<string[]> {
   const from = got.length;
   for (const t of topics) await p.publishAsync(t, 'm', { qos: 0 });
   await p.publishAsync(sentinel, 'end', { qos: 0 });
@@ -119,7 +48,7 @@ describe('SUBSCRIBE and SUBACK', () => {
         { topic: `${base}/q2`, qos: 2 }, { topic: `${base}/q0`, qos: 0 }, { topic: `${base}/q1/#`, qos: 1 },
       ]);
       assert.deepEqual(granted, [2, 0, 1]);
-      await nothing(c, 100); // a single SUBACK
+      await expectNothing(c, 100); // a single SUBACK
       const p = await client(b, v);
       await p.publishAsync(`${base}/q2`, 'a', { qos: 2 });
       await p.publishAsync(`${base}/q0`, 'b', { qos: 2 });
@@ -158,8 +87,8 @@ describe('SUBSCRIBE and SUBACK', () => {
       const p = await client(b, v);
       await p.publishAsync(`${base}/ok`, 'x', { qos: 0 });
       await p.publishAsync(`${base}/ok2/z`, 'y', { qos: 0 });
-      assert.equal((await nextOf(c, 'publish')).topic, `${base}/ok`);
-      assert.equal((await nextOf(c, 'publish')).topic, `${base}/ok2/z`);
+      assert.equal((await expectPacket(c, 'publish')).topic, `${base}/ok`);
+      assert.equal((await expectPacket(c, 'publish')).topic, `${base}/ok2/z`);
     });
 
     test(`[${tag} §3.9.3 0x80] deny_subscribe: test/nosubscribe → 0x80, other filters granted, nothing routed`, T, async () => {
@@ -171,20 +100,14 @@ describe('SUBSCRIBE and SUBACK', () => {
       const js = await client(b, v);
       await assert.rejects(js.subscribeAsync('test/nosubscribe', { qos: 0 }), /Unspecified error/);
       // And mosquitto_sub gives up on it.
-      const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const ps = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', mosq, '-t', 'test/nosubscribe', '-C', '1'],
-          { stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000, killSignal: 'SIGKILL' });
-        let out = '';
-        ps.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        ps.stderr.on('data', (d: Buffer) => (out += d.toString()));
-        ps.on('close', (code) => resolve({ code, out }));
-      });
+      const r = await mosquittoSub(b.port, ['-V', mosq, '-t', 'test/nosubscribe', '-C', '1'], 5000).done;
+      const out = r.stdout + r.stderr;
       assert.notEqual(r.code, null, 'mosquitto_sub exited by itself');
-      assert.match(r.out, /denied/i, `mosquitto_sub output: ${r.out}`);
+      assert.match(out, /denied/i, `mosquitto_sub output: ${out}`);
       const p = await client(b, v);
       await p.publishAsync('test/nosubscribe', 'x', { qos: 1 });
       await p.publishAsync(`${base}/fine`, 'y', { qos: 0 });
-      const g = await nextOf(c, 'publish');
+      const g = await expectPacket(c, 'publish');
       assert.equal(g.topic, `${base}/fine`, 'the denied filter routes nothing');
     });
 
@@ -238,18 +161,18 @@ describe('SUBSCRIBE and SUBACK', () => {
       assert.deepEqual(await rawSubscribe(c, [{ topic: `${base}/+`, qos: 0 }, { topic: `${base}/#`, qos: 2 }]), [0, 2]);
       const p = await client(b, v);
       await p.publishAsync(`${base}/x`, 'two', { qos: 2 });
-      const g = await nextOf(c, 'publish');
+      const g = await expectPacket(c, 'publish');
       assert.equal(g.payload.toString(), 'two');
       assert.equal(g.qos, 2);
       c.send({ cmd: 'pubrec', messageId: g.messageId } as Packet);
-      await nextOf(c, 'pubrel');
+      await expectPacket(c, 'pubrel');
       c.send({ cmd: 'pubcomp', messageId: g.messageId } as Packet);
       await p.publishAsync(`${base}/x`, 'one', { qos: 1 });
-      const g1 = await nextOf(c, 'publish');
+      const g1 = await expectPacket(c, 'publish');
       assert.equal(g1.payload.toString(), 'one');
       assert.equal(g1.qos, 1, 'still capped by the published QoS');
       c.send({ cmd: 'puback', messageId: g1.messageId } as Packet);
-      await nothing(c, 300);
+      await expectNothing(c, 300);
     });
 
     test(`[${tag} MQTT-3.10.4-1 MQTT-3.10.4-2 MQTT-3.10.4-4 MQTT-3.10.4-5${v5 ? ' MQTT-3.11.3-1 §3.11.3 0x11' : ''}] UNSUBSCRIBE: UNSUBACK with the same identifier${v5 ? ', codes 0x00 / 0x11' : ''}; no delivery afterwards`, T, async () => {
@@ -257,19 +180,19 @@ describe('SUBSCRIBE and SUBACK', () => {
       const c = await raw(b, v);
       await rawSubscribe(c, [{ topic: `${base}/one`, qos: 1 }, { topic: `${base}/two`, qos: 0 }, { topic: `${base}/three`, qos: 0 }]);
       c.send({ cmd: 'unsubscribe', messageId: 777, unsubscriptions: [`${base}/one`, `${base}/none`, `${base}/+`, `${base}/two`] } as Packet);
-      const ack = await nextOf(c, 'unsuback');
+      const ack = await expectPacket(c, 'unsuback');
       assert.equal(ack.messageId, 777);
       if (v5) assert.deepEqual(ack.granted, [0x00, 0x11, 0x11, 0x00], 'per filter, in order; `+` is compared literally');
       const p = await client(b, v);
       await p.publishAsync(`${base}/one`, 'gone', { qos: 1 });
       await p.publishAsync(`${base}/two`, 'gone', { qos: 0 });
       await p.publishAsync(`${base}/three`, 'kept', { qos: 0 });
-      const g = await nextOf(c, 'publish');
+      const g = await expectPacket(c, 'publish');
       assert.equal(g.topic, `${base}/three`, 'only the subscription that was not removed still delivers');
-      await nothing(c, 200);
+      await expectNothing(c, 200);
       // Unsubscribing when nothing matches still gets an UNSUBACK.
       c.send({ cmd: 'unsubscribe', messageId: 778, unsubscriptions: [`${base}/never`] } as Packet);
-      const ack2 = await nextOf(c, 'unsuback');
+      const ack2 = await expectPacket(c, 'unsuback');
       assert.equal(ack2.messageId, 778);
       if (v5) assert.deepEqual(ack2.granted, [0x11]);
     });
@@ -327,10 +250,10 @@ describe('5.0 subscription options and identifiers', () => {
     const topic = uid('nlraw');
     const c = await raw(b, 5);
     assert.deepEqual(await rawSubscribe(c, [{ topic, qos: 0, nl: true } as ISubscription]), [0]);
-    c.send(pub(topic, 'self', 1, 5));
-    const ack = await nextOf(c, 'puback');
+    c.send(publishPacket(topic, 'self', 1, 5));
+    const ack = await expectPacket(c, 'puback');
     assert.equal(ack.reasonCode, 0x10, 'the only subscriber is the publisher itself, excluded by No Local');
-    await nothing(c, 200);
+    await expectNothing(c, 200);
   });
 
   test('[v5 MQTT-3.3.1-12 MQTT-3.3.1-13] Retain As Published: rap=1 keeps RETAIN on routed delivery, rap=0 clears it', T, async () => {
@@ -342,10 +265,10 @@ describe('5.0 subscription options and identifiers', () => {
     const p = await client(b, 5);
     await p.publishAsync(topic, 'retained', { qos: 0, retain: true });
     await p.publishAsync(topic, 'plain', { qos: 0, retain: false });
-    const k1 = await nextOf(keep, 'publish');
-    const k2 = await nextOf(keep, 'publish');
-    const c1 = await nextOf(clear, 'publish');
-    const c2 = await nextOf(clear, 'publish');
+    const k1 = await expectPacket(keep, 'publish');
+    const k2 = await expectPacket(keep, 'publish');
+    const c1 = await expectPacket(clear, 'publish');
+    const c2 = await expectPacket(clear, 'publish');
     assert.deepEqual([k1.payload.toString(), k1.retain, k2.payload.toString(), k2.retain], ['retained', true, 'plain', false]);
     assert.deepEqual([c1.payload.toString(), c1.retain, c2.payload.toString(), c2.retain], ['retained', false, 'plain', false]);
     await p.publishAsync(topic, '', { qos: 0, retain: true }); // clear the retained message
@@ -358,33 +281,33 @@ describe('5.0 subscription options and identifiers', () => {
     const c = await raw(b, 5);
     // 0: sent at every SUBSCRIBE.
     await rawSubscribe(c, [{ topic, qos: 1, rh: 0 } as ISubscription]);
-    let g = await nextOf(c, 'publish');
+    let g = await expectPacket(c, 'publish');
     assert.deepEqual([g.payload.toString(), g.retain], ['kept', true]);
     c.send({ cmd: 'puback', messageId: g.messageId } as Packet);
     await rawSubscribe(c, [{ topic, qos: 1, rh: 0 } as ISubscription]);
-    g = await nextOf(c, 'publish');
+    g = await expectPacket(c, 'publish');
     assert.equal(g.retain, true, 'rh 0 re-sends on a repeated SUBSCRIBE');
     c.send({ cmd: 'puback', messageId: g.messageId } as Packet);
     // 1: only when the subscription is new.
     const c1 = await raw(b, 5);
     await rawSubscribe(c1, [{ topic, qos: 1, rh: 1 } as ISubscription]);
-    g = await nextOf(c1, 'publish');
+    g = await expectPacket(c1, 'publish');
     assert.deepEqual([g.payload.toString(), g.retain], ['kept', true]);
     c1.send({ cmd: 'puback', messageId: g.messageId } as Packet);
     await rawSubscribe(c1, [{ topic, qos: 1, rh: 1 } as ISubscription]);
-    await nothing(c1, 300);
+    await expectNothing(c1, 300);
     // Turning the existing subscription into rh 0 does re-send.
     await rawSubscribe(c1, [{ topic, qos: 1, rh: 0 } as ISubscription]);
-    g = await nextOf(c1, 'publish');
+    g = await expectPacket(c1, 'publish');
     assert.equal(g.retain, true);
     c1.send({ cmd: 'puback', messageId: g.messageId } as Packet);
     // 2: never.
     const c2 = await raw(b, 5);
     await rawSubscribe(c2, [{ topic, qos: 1, rh: 2 } as ISubscription]);
-    await nothing(c2, 300);
+    await expectNothing(c2, 300);
     // ...but live messages still flow on an rh 2 subscription.
     await p.publishAsync(topic, 'live', { qos: 0 });
-    g = await nextOf(c2, 'publish');
+    g = await expectPacket(c2, 'publish');
     assert.deepEqual([g.payload.toString(), g.retain], ['live', false]);
     await p.publishAsync(topic, '', { qos: 0, retain: true });
   });
@@ -397,19 +320,19 @@ describe('5.0 subscription options and identifiers', () => {
     await rawSubscribe(c, [{ topic: `${base}/x/+`, qos: 0 }]); // no identifier
     const p = await client(b, 5);
     await p.publishAsync(`${base}/x`, 'both', { qos: 1 });
-    const g = await nextOf(c, 'publish');
+    const g = await expectPacket(c, 'publish');
     assert.equal(g.payload.toString(), 'both');
     assert.equal(g.qos, 1);
     const ids = ([] as number[]).concat(g.properties?.subscriptionIdentifier ?? []).sort();
     assert.deepEqual(ids, [1, 2]);
     c.send({ cmd: 'puback', messageId: g.messageId } as Packet);
-    await nothing(c, 200);
+    await expectNothing(c, 200);
     // Only `#` (id 2) and the id-less `x/+` match here: just [2].
     await p.publishAsync(`${base}/x/y`, 'deep', { qos: 0 });
-    const d = await nextOf(c, 'publish');
+    const d = await expectPacket(c, 'publish');
     assert.equal(d.payload.toString(), 'deep');
     assert.deepEqual(([] as number[]).concat(d.properties?.subscriptionIdentifier ?? []), [2]);
-    await nothing(c, 200);
+    await expectNothing(c, 200);
   });
 
   test('[v5 MQTT-3.3.4-3] MQTT.js: a Subscription Identifier comes back on the delivery', T, async () => {
@@ -443,12 +366,12 @@ describe('max_subscriptions quota (2)', () => {
       assert.deepEqual(await rawSubscribe(c, [{ topic: `${base}/a`, qos: 2 }, { topic: `${base}/d`, qos: 0 }]), [2, v5 ? 0x97 : 0x80]);
       // After an UNSUBSCRIBE there is room again.
       c.send({ cmd: 'unsubscribe', messageId: 99, unsubscriptions: [`${base}/b`] } as Packet);
-      await nextOf(c, 'unsuback');
+      await expectPacket(c, 'unsuback');
       assert.deepEqual(await rawSubscribe(c, [{ topic: `${base}/c`, qos: 1 }]), [1]);
       const p = await client(b, v);
       await p.publishAsync(`${base}/d`, 'refused', { qos: 0 });
       await p.publishAsync(`${base}/c`, 'ok', { qos: 0 });
-      assert.equal((await nextOf(c, 'publish')).topic, `${base}/c`);
+      assert.equal((await expectPacket(c, 'publish')).topic, `${base}/c`);
     });
   }
 });

@@ -4,57 +4,28 @@
 // reason codes of server-sent DISCONNECTs.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import type { IConnackPacket, IDisconnectPacket, IPublishPacket, Packet } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
-import { RawClient } from './helpers/raw-client.js';
+import type { IDisconnectPacket, IPublishPacket, Packet } from 'mqtt-packet';
+import { sleep, waitFor, type TestBroker } from './helpers/broker.js';
+import { BrokerEnv, inbox, uid } from './helpers/clients.js';
+import { mosquittoPub } from './helpers/mosquitto.js';
+import { frame, lenPrefixed, u16, varint } from './helpers/packets.js';
+import { expectDisconnect, expectPacket, type RawClient } from './helpers/raw-client.js';
 
 const T = { timeout: 15_000 };
 const MAX_ALIAS = 10;
 const MAX_PACKET = 2048;
 
-let uniq = 0;
-const id = (p: string) => `${p}-${process.pid}-${++uniq}`;
-
-interface Got {
-  topic: string;
-  payload: Buffer;
-  packet: IPublishPacket;
-}
-
 // ---------------------------------------------------------------- raw bytes
-
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
-function u16(n: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(n);
-  return b;
-}
 
 /** A 5.0 PUBLISH built by hand (mqtt-packet would refuse some of the values tested here). */
 function rawPublish5(topic: string, props: Buffer, payload: Buffer | string, qos: 0 | 1 = 0, packetId = 1): Buffer {
-  const t = Buffer.from(topic, 'utf8');
-  const parts = [u16(t.length), t];
-  if (qos > 0) parts.push(u16(packetId));
-  parts.push(varint(props.length), props, Buffer.from(payload));
-  const body = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([0x30 | (qos << 1)]), varint(body.length), body]);
+  return frame(0x30 | (qos << 1), lenPrefixed(topic), qos > 0 ? u16(packetId) : [], varint(props.length), props, Buffer.from(payload));
 }
 
 /** Topic Alias property (0x23, two-byte integer). */
-const aliasProp = (n: number) => Buffer.concat([Buffer.from([0x23]), u16(n)]);
+const aliasProp = (n: number) => Buffer.from([0x23, ...u16(n)]);
 
 /** Whole-packet size of a decoded packet (mqtt-packet's `length` is the remaining length). */
 function wireSize(p: Packet): number {
@@ -65,73 +36,36 @@ function wireSize(p: Packet): number {
 // ---------------------------------------------------------------- suite
 
 describe('MQTT 5.0 properties', () => {
+  const env = new BrokerEnv();
   let b: TestBroker;
-  const clients: MqttClient[] = [];
-  const raws: RawClient[] = [];
-
   before(async () => {
-    b = await startBroker({ mqtt: { max_topic_alias: MAX_ALIAS, max_packet_size: MAX_PACKET } });
+    await env.start({ mqtt: { max_topic_alias: MAX_ALIAS, max_packet_size: MAX_PACKET } });
+    b = env.b;
   });
-  after(async () => {
-    for (const c of clients) c.end(true);
-    for (const r of raws) r.destroy();
-    await b.stop();
-  });
+  after(() => env.close());
 
-  async function mq(opts: IClientOptions = {}): Promise<MqttClient> {
-    const c = await mqtt.connectAsync(b.url, {
-      protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 3000, clientId: id('mq'), ...opts,
-    });
-    clients.push(c);
-    return c;
-  }
-
-  async function raw(connect: Record<string, unknown> = {}): Promise<{ c: RawClient; connack: IConnackPacket }> {
-    const r = await RawClient.connected(b.port, 5, { clientId: id('raw'), ...connect } as Partial<Packet>);
-    raws.push(r.c);
-    return { c: r.c, connack: r.connack as IConnackPacket };
-  }
-
-  function collect(c: MqttClient): Got[] {
-    const got: Got[] = [];
-    c.on('message', (topic, payload, packet) => got.push({ topic, payload, packet }));
-    return got;
-  }
-
-  /** Next packet that is not a PINGRESP; asserts it is of the given kind. */
-  async function expectPacket<P extends Packet>(c: RawClient, cmd: P['cmd'], timeoutMs = 3000): Promise<P> {
-    const p = await c.next(timeoutMs);
-    assert.ok(p, `socket closed while waiting for ${cmd}`);
-    assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
-    return p as P;
-  }
-
-  async function expectDisconnect(c: RawClient, code: number): Promise<IDisconnectPacket> {
-    const d = await expectPacket<IDisconnectPacket>(c, 'disconnect');
-    assert.equal(d.reasonCode, code, `DISCONNECT reason 0x${(d.reasonCode ?? 0).toString(16)}`);
-    await c.waitClose();
-    return d;
-  }
+  const mq = (opts: IClientOptions = {}): Promise<MqttClient> => env.mq(opts);
+  const raw = (connect: Record<string, unknown> = {}) => env.raw(5, connect);
 
   async function rawSubscribe(c: RawClient, topic: string, qos: 0 | 1 | 2 = 0): Promise<void> {
     c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] } as Packet);
-    const ack = await expectPacket<mqttPacket.ISubackPacket>(c, 'suback');
+    const ack = await expectPacket(c, 'suback');
     assert.deepEqual(ack.granted, [qos]);
   }
 
   // ------------------------------------------------------------ Topic Alias, inbound
 
   test('[v5 MQTT-3.3.2-12] inbound Topic Alias: topic + alias sets the mapping, empty topic + alias is routed to it', T, async () => {
-    const base = id('ta-in');
+    const base = uid('ta-in');
     const sub = await mq();
-    const got = collect(sub);
+    const got = inbox(sub);
     await sub.subscribeAsync(`${base}/#`, { qos: 1 });
     const { c, connack } = await raw();
     assert.equal(connack.properties?.topicAliasMaximum, MAX_ALIAS, 'CONNACK Topic Alias Maximum');
 
     const send = async (topic: string, alias: number, payload: string, pid: number) => {
       c.sendRaw(rawPublish5(topic, aliasProp(alias), payload, 1, pid));
-      const ack = await expectPacket<mqttPacket.IPubackPacket>(c, 'puback');
+      const ack = await expectPacket(c, 'puback');
       assert.equal(ack.messageId, pid);
       assert.equal(ack.reasonCode ?? 0, 0);
     };
@@ -152,13 +86,13 @@ describe('MQTT 5.0 properties', () => {
 
   test('[v5 MQTT-3.3.2-8] Topic Alias 0 → DISCONNECT 0x94', T, async () => {
     const { c } = await raw();
-    c.sendRaw(rawPublish5(id('ta0'), aliasProp(0), 'x'));
+    c.sendRaw(rawPublish5(uid('ta0'), aliasProp(0), 'x'));
     await expectDisconnect(c, 0x94);
   });
 
   test('[v5 MQTT-3.3.2-9/12] Topic Alias above the CONNACK Topic Alias Maximum → DISCONNECT 0x94', T, async () => {
     const { c } = await raw();
-    c.sendRaw(rawPublish5(id('ta-hi'), aliasProp(MAX_ALIAS + 1), 'x'));
+    c.sendRaw(rawPublish5(uid('ta-hi'), aliasProp(MAX_ALIAS + 1), 'x'));
     await expectDisconnect(c, 0x94);
   });
 
@@ -169,8 +103,8 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.3.2-7] inbound aliases are not carried from one connection to the next', T, async () => {
-    const clientId = id('ta-carry');
-    const base = id('ta-carry');
+    const clientId = uid('ta-carry');
+    const base = uid('ta-carry');
     const first = await raw({ clientId });
     first.c.sendRaw(rawPublish5(`${base}/t`, aliasProp(2), 'a', 1, 1));
     await expectPacket(first.c, 'puback');
@@ -184,12 +118,12 @@ describe('MQTT 5.0 properties', () => {
   // ------------------------------------------------------------ Topic Alias, outbound
 
   test('[v5 MQTT-3.3.2-11 / 3.1.2-26] outbound Topic Alias: topic+alias first, then empty topic + alias, never above the client maximum', T, async () => {
-    const base = id('ta-out');
+    const base = uid('ta-out');
     // A byte-level subscriber allowing 2 aliases, and MQTT.js allowing 5 (it resolves them).
     const { c } = await raw({ properties: { topicAliasMaximum: 2 } });
     await rawSubscribe(c, `${base}/#`);
     const js = await mq({ properties: { topicAliasMaximum: 5 } });
-    const jsGot = collect(js);
+    const jsGot = inbox(js);
     await js.subscribeAsync(`${base}/#`, { qos: 0 });
 
     const pub = await mq();
@@ -197,7 +131,7 @@ describe('MQTT 5.0 properties', () => {
     for (const [i, t] of seq.entries()) await pub.publishAsync(`${base}/${t}`, `m${i}`, { qos: 1 });
 
     const pkts: IPublishPacket[] = [];
-    for (let i = 0; i < seq.length; i++) pkts.push(await expectPacket<IPublishPacket>(c, 'publish'));
+    for (let i = 0; i < seq.length; i++) pkts.push(await expectPacket(c, 'publish'));
     const wire = pkts.map((p) => [p.topic, p.properties?.topicAlias ?? null, p.payload.toString()]);
     assert.deepEqual(wire, [
       [`${base}/a`, 1, 'm0'],
@@ -218,13 +152,13 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.1.2-27] no Topic Alias is sent to a client that set no Topic Alias Maximum', T, async () => {
-    const base = id('ta-none');
+    const base = uid('ta-none');
     const { c } = await raw();
     await rawSubscribe(c, `${base}/#`);
     const pub = await mq();
     for (let i = 0; i < 3; i++) await pub.publishAsync(`${base}/x`, `n${i}`, { qos: 1 });
     for (let i = 0; i < 3; i++) {
-      const p = await expectPacket<IPublishPacket>(c, 'publish');
+      const p = await expectPacket(c, 'publish');
       assert.equal(p.topic, `${base}/x`);
       assert.equal(p.properties?.topicAlias, undefined);
     }
@@ -233,7 +167,7 @@ describe('MQTT 5.0 properties', () => {
   // ------------------------------------------------------------ Maximum Packet Size
 
   test('[v5 MQTT-3.2.2-15 / 4.13] a packet over the broker Maximum Packet Size → DISCONNECT 0x95 and close; one at the limit passes', T, async () => {
-    const topic = id('mps-in');
+    const topic = uid('mps-in');
     const { c, connack } = await raw();
     assert.equal(connack.properties?.maximumPacketSize, MAX_PACKET, 'CONNACK Maximum Packet Size');
     // Exactly MAX_PACKET bytes on the wire: accepted.
@@ -246,7 +180,7 @@ describe('MQTT 5.0 properties', () => {
     while (gen(n).length < MAX_PACKET) n++;
     assert.equal(gen(n).length, MAX_PACKET);
     c.sendRaw(gen(n));
-    const ack = await expectPacket<mqttPacket.IPubackPacket>(c, 'puback');
+    const ack = await expectPacket(c, 'puback');
     assert.equal(ack.messageId, 7);
     // One byte more: refused.
     c.sendRaw(gen(n + 1));
@@ -255,10 +189,10 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.1.2-24/25] a subscriber with Maximum Packet Size 100 never gets a larger PUBLISH (droppedTooLarge), smaller ones arrive', T, async () => {
-    const topic = id('mps-out');
+    const topic = uid('mps-out');
     const counters = b.node.broker.counters;
     const sub = await mq({ properties: { maximumPacketSize: 100 } });
-    const got = collect(sub);
+    const got = inbox(sub);
     await sub.subscribeAsync(topic, { qos: 0 });
     const pub = await mq();
     const before = counters.droppedTooLarge;
@@ -272,7 +206,7 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.1.2-25] a dropped too-large QoS 1 message counts as sent: it does not hold a Receive Maximum slot', T, async () => {
-    const topic = id('mps-win');
+    const topic = uid('mps-win');
     const counters = b.node.broker.counters;
     const { c } = await raw({ properties: { maximumPacketSize: 100, receiveMaximum: 1 } });
     await rawSubscribe(c, topic, 1);
@@ -280,7 +214,7 @@ describe('MQTT 5.0 properties', () => {
     const before = counters.droppedTooLarge;
     await pub.publishAsync(topic, Buffer.alloc(300, 0x63), { qos: 1 });
     await pub.publishAsync(topic, 'fits', { qos: 1 });
-    const p = await expectPacket<IPublishPacket>(c, 'publish');
+    const p = await expectPacket(c, 'publish');
     assert.equal(p.payload.toString(), 'fits');
     assert.equal(p.qos, 1);
     assert.ok(wireSize(p) <= 100, `PUBLISH of ${wireSize(p)} bytes`);
@@ -290,7 +224,7 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.14.2-3] a server DISCONNECT leaves out the Reason String when it would exceed the client Maximum Packet Size', T, async () => {
-    const clientId = id('mps-disc');
+    const clientId = uid('mps-disc');
     const a = await raw({ clientId, properties: { maximumPacketSize: 20 } });
     await raw({ clientId }); // takes the session over
     const d = await expectDisconnect(a.c, 0x8e);
@@ -301,8 +235,8 @@ describe('MQTT 5.0 properties', () => {
   // ------------------------------------------------------------ Message Expiry
 
   test('[v5 MQTT-3.3.2-5/6] Message Expiry Interval counts down while queued for an offline session; expired messages are dropped', T, async () => {
-    const clientId = id('exp');
-    const topic = id('exp');
+    const clientId = uid('exp');
+    const topic = uid('exp');
     const counters = b.node.broker.counters;
     const first = await raw({ clientId, properties: { sessionExpiryInterval: 60 } });
     await rawSubscribe(first.c, topic, 1);
@@ -320,8 +254,8 @@ describe('MQTT 5.0 properties', () => {
 
     const again = await raw({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal(again.connack.sessionPresent, true);
-    const p1 = await expectPacket<IPublishPacket>(again.c, 'publish');
-    const p2 = await expectPacket<IPublishPacket>(again.c, 'publish');
+    const p1 = await expectPacket(again.c, 'publish');
+    const p2 = await expectPacket(again.c, 'publish');
     assert.deepEqual([p1.payload.toString(), p2.payload.toString()], ['long', 'forever']);
     const left = p1.properties?.messageExpiryInterval;
     assert.ok(left !== undefined && left < 30 && left >= 27, `remaining expiry ${left}`);
@@ -334,7 +268,7 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.3.2-5] a message that expires while queued behind the Receive Maximum window is dropped, not sent', T, async () => {
-    const topic = id('exp-win');
+    const topic = uid('exp-win');
     const counters = b.node.broker.counters;
     const { c } = await raw({ properties: { receiveMaximum: 1 } });
     await rawSubscribe(c, topic, 1);
@@ -343,24 +277,24 @@ describe('MQTT 5.0 properties', () => {
     await pub.publishAsync(topic, 'holds-the-window', { qos: 1 });
     await pub.publishAsync(topic, 'expires', { qos: 1, properties: { messageExpiryInterval: 1 } });
     await pub.publishAsync(topic, 'after', { qos: 1 });
-    const p1 = await expectPacket<IPublishPacket>(c, 'publish');
+    const p1 = await expectPacket(c, 'publish');
     assert.equal(p1.payload.toString(), 'holds-the-window');
     await sleep(1300);
     c.send({ cmd: 'puback', messageId: p1.messageId, reasonCode: 0 } as Packet);
-    const p2 = await expectPacket<IPublishPacket>(c, 'publish');
+    const p2 = await expectPacket(c, 'publish');
     assert.equal(p2.payload.toString(), 'after');
     assert.equal(counters.droppedExpired - before, 1);
   });
 
   test('[v5 MQTT-3.3.2-5/6] retained messages: an expired one is not sent to a new subscriber, a live one carries the remaining interval', T, async () => {
-    const base = id('exp-ret');
+    const base = uid('exp-ret');
     const pub = await mq();
     await pub.publishAsync(`${base}/short`, 's', { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
     await pub.publishAsync(`${base}/long`, 'l', { qos: 1, retain: true, properties: { messageExpiryInterval: 60 } });
     await sleep(1300);
     const { c } = await raw();
     await rawSubscribe(c, `${base}/#`);
-    const p = await expectPacket<IPublishPacket>(c, 'publish');
+    const p = await expectPacket(c, 'publish');
     assert.equal(p.topic, `${base}/long`);
     assert.equal(p.retain, true);
     const left = p.properties?.messageExpiryInterval;
@@ -370,21 +304,21 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.3.2-6] a message delivered at once carries the expiry it was published with', T, async () => {
-    const topic = id('exp-live');
+    const topic = uid('exp-live');
     const { c } = await raw();
     await rawSubscribe(c, topic);
     const pub = await mq();
     await pub.publishAsync(topic, 'x', { qos: 1, properties: { messageExpiryInterval: 120 } });
-    const p = await expectPacket<IPublishPacket>(c, 'publish');
+    const p = await expectPacket(c, 'publish');
     assert.equal(p.properties?.messageExpiryInterval, 120);
   });
 
   // ------------------------------------------------------------ properties carried through
 
   test('[v5 MQTT-3.3.2-4/15/16/17/20] Payload Format Indicator, Content Type, Response Topic, Correlation Data, User Properties reach the subscriber unchanged', T, async () => {
-    const topic = id('props');
+    const topic = uid('props');
     const js = await mq();
-    const jsGot = collect(js);
+    const jsGot = inbox(js);
     await js.subscribeAsync(topic, { qos: 1 });
     const { c } = await raw();
     await rawSubscribe(c, topic, 1);
@@ -399,7 +333,7 @@ describe('MQTT 5.0 properties', () => {
     const pub = await mq();
     await pub.publishAsync(topic, '{"temp":21.5,"unit":"°C"}', { qos: 1, properties: props });
 
-    const p = await expectPacket<IPublishPacket>(c, 'publish');
+    const p = await expectPacket(c, 'publish');
     c.send({ cmd: 'puback', messageId: p.messageId, reasonCode: 0 } as Packet);
     await waitFor(() => jsGot.length >= 1, 'MQTT.js message');
     for (const got of [p, jsGot[0]!.packet]) {
@@ -414,12 +348,12 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.3.2-15/16/17/20] properties set by mosquitto_pub reach an MQTT.js subscriber unchanged', T, async () => {
-    const topic = id('props-mosq');
+    const topic = uid('props-mosq');
     const js = await mq();
-    const got = collect(js);
+    const got = inbox(js);
     await js.subscribeAsync(topic, { qos: 1 });
     const args = [
-      '-V', 'mqttv5', '-h', '127.0.0.1', '-p', String(b.port), '-q', '1', '-t', topic, '-m', 'hello',
+      '-V', 'mqttv5', '-q', '1', '-t', topic, '-m', 'hello',
       '-D', 'publish', 'content-type', 'text/plain',
       '-D', 'publish', 'response-topic', 'rsp/topic',
       '-D', 'publish', 'correlation-data', 'corr-42',
@@ -427,15 +361,7 @@ describe('MQTT 5.0 properties', () => {
       '-D', 'publish', 'user-property', 'k1', 'v1',
       '-D', 'publish', 'user-property', 'k2', 'v2',
     ];
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const ch = spawn('mosquitto_pub', args, { stdio: 'ignore' });
-      const t = setTimeout(() => ch.kill('SIGKILL'), 5000);
-      ch.on('error', reject);
-      ch.on('exit', (c) => {
-        clearTimeout(t);
-        resolve(c);
-      });
-    });
+    const { code } = await mosquittoPub(b.port, args, 5000);
     assert.equal(code, 0, 'mosquitto_pub exit code');
     await waitFor(() => got.length >= 1, 'message from mosquitto_pub');
     const q = got[0]!.packet.properties ?? {};
@@ -448,16 +374,12 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 MQTT-3.3.2-18] User Properties keep their order when forwarded, repeated names included', T, async () => {
-    const topic = id('uprop-order');
+    const topic = uid('uprop-order');
     const { c } = await raw();
     await rawSubscribe(c, topic);
     const bytes: Buffer[] = [];
     c.socket.on('data', (d: Buffer) => bytes.push(d));
-    const up = (k: string, v: string) => {
-      const kb = Buffer.from(k);
-      const vb = Buffer.from(v);
-      return Buffer.concat([Buffer.from([0x26]), u16(kb.length), kb, u16(vb.length), vb]);
-    };
+    const up = (k: string, v: string) => Buffer.from([0x26, ...lenPrefixed(k), ...lenPrefixed(v)]);
     const props = Buffer.concat([up('a', '1'), up('b', 'x'), up('a', '2')]);
     const pub = await raw();
     pub.c.sendRaw(rawPublish5(topic, props, 'ord', 1, 9));
@@ -470,16 +392,16 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 3.3.2.3.2] Payload Format Indicator 1 with a payload that is not UTF-8 → PUBACK 0x99, not routed', T, async () => {
-    const topic = id('pfi');
+    const topic = uid('pfi');
     const sub = await mq();
-    const got = collect(sub);
+    const got = inbox(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
     const { c } = await raw();
     c.send({
       cmd: 'publish', topic, payload: Buffer.from([0x68, 0xc3, 0x28, 0xff]), qos: 1, messageId: 11,
       retain: false, dup: false, properties: { payloadFormatIndicator: true },
     } as Packet);
-    const bad = await expectPacket<mqttPacket.IPubackPacket>(c, 'puback');
+    const bad = await expectPacket(c, 'puback');
     assert.equal(bad.messageId, 11);
     assert.equal(bad.reasonCode, 0x99);
     // The same bytes without the indicator are fine (binary payload).
@@ -487,7 +409,7 @@ describe('MQTT 5.0 properties', () => {
       cmd: 'publish', topic, payload: Buffer.from([0x68, 0xc3, 0x28, 0xff]), qos: 1, messageId: 12,
       retain: false, dup: false,
     } as Packet);
-    const ok = await expectPacket<mqttPacket.IPubackPacket>(c, 'puback');
+    const ok = await expectPacket(c, 'puback');
     assert.equal(ok.messageId, 12);
     assert.equal(ok.reasonCode ?? 0, 0);
     await waitFor(() => got.length >= 1, 'binary message');
@@ -526,7 +448,7 @@ describe('MQTT 5.0 properties', () => {
   // ------------------------------------------------------------ server DISCONNECT reason codes
 
   test('[v5 MQTT-3.1.4-3] session takeover: the old connection gets DISCONNECT 0x8E and is closed', T, async () => {
-    const clientId = id('takeover');
+    const clientId = uid('takeover');
     const old = await raw({ clientId });
     const js = await mq({ clientId, clean: true });
     const d = await expectDisconnect(old.c, 0x8e);
@@ -547,7 +469,7 @@ describe('MQTT 5.0 properties', () => {
 
   test('[v5 MQTT-3.1.0-2] a second CONNECT → DISCONNECT 0x82', T, async () => {
     const { c } = await raw();
-    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: id('again'), keepalive: 60 } as Packet);
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: uid('again'), keepalive: 60 } as Packet);
     await expectDisconnect(c, 0x82);
   });
 
@@ -558,7 +480,7 @@ describe('MQTT 5.0 properties', () => {
   });
 
   test('[v5 4.13] an MQTT.js client sees the server DISCONNECT reason code', T, async () => {
-    const clientId = id('js-disc');
+    const clientId = uid('js-disc');
     const js = await mq({ clientId });
     const seen = new Promise<IDisconnectPacket>((resolve) => js.once('disconnect', (p) => resolve(p)));
     const { c } = await raw({ clientId });

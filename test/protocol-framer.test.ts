@@ -1,17 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Framer, MAX_PACKET_SIZE_LIMIT, type FrameError } from '../src/protocol/framer.js';
+import { varint } from './helpers/packets.js';
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return out;
-}
 
 /** A packet of the given type with a body of `bodyLen` bytes (pattern-filled). */
 function packet(type: number, bodyLen: number, seed = 0): Buffer {

@@ -9,43 +9,27 @@ import {
   checkFrame, connectProtocolLevel, scanUtf8, isValidMqttUtf8, UTF8_BAD, UTF8_NUL, UTF8_WILDCARD,
 } from '../src/protocol/validate.js';
 import { connackCodeV3, RC, RC_V3, reasonCodeName } from '../src/protocol/reason-codes.js';
+import { lenPrefixed, u16, u32, varint } from './helpers/packets.js';
 
 // ---------------------------------------------------------------------------
 // byte builders
 
-function vbi(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return out;
-}
-const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
-const u32 = (n: number): number[] => [(n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
-/** Length-prefixed field from a string (UTF-8) or raw bytes. */
-const str = (x: string | number[]): number[] => {
-  const b = typeof x === 'string' ? [...Buffer.from(x, 'utf8')] : x;
-  return [...u16(b.length), ...b];
-};
 /** Property block: Property Length + properties. */
 const props = (...p: number[][]): number[] => {
   const body = p.flat();
-  return [...vbi(body.length), ...body];
+  return [...varint(body.length), ...body];
 };
 /** Whole packet: first byte, remaining length, body parts. */
 const pkt = (b0: number, ...parts: number[][]): number[] => {
   const body = parts.flat();
-  return [b0, ...vbi(body.length), ...body];
+  return [b0, ...varint(body.length), ...body];
 };
-const userProp = (k: string, v: string): number[] => [0x26, ...str(k), ...str(v)];
+const userProp = (k: string, v: string): number[] => [0x26, ...lenPrefixed(k), ...lenPrefixed(v)];
 const bytes = (s: string): number[] => [...Buffer.from(s, 'utf8')];
 
 /** CONNECT variable header for a protocol name / level / flags / keep alive. */
 const connectHead = (name: string, level: number, flags: number, keepalive = 60): number[] =>
-  [...str(name), level, flags, ...u16(keepalive)];
+  [...lenPrefixed(name), level, flags, ...u16(keepalive)];
 
 // ---------------------------------------------------------------------------
 // golden table
@@ -76,13 +60,13 @@ const G: Golden[] = [
   {
     name: '[v3] CONNECT MQIsdp/3 with user name and password',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQIsdp', 3, 0xc2, 30), str('abc'), str('u'), str('p')),
+    bytes: pkt(0x10, connectHead('MQIsdp', 3, 0xc2, 30), lenPrefixed('abc'), lenPrefixed('u'), lenPrefixed('p')),
     fields: { protocolId: 'MQIsdp', protocolVersion: 3, clean: true, keepalive: 30, clientId: 'abc', username: 'u', password: Buffer.from('p') },
   },
   {
     name: '[v4 MQTT-3.1.2-8] CONNECT with will (QoS 1, retain), user name and password',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02), str('dev-1'), str('w/t'), str('bye'), str('user'), str('secret')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02), lenPrefixed('dev-1'), lenPrefixed('w/t'), lenPrefixed('bye'), lenPrefixed('user'), lenPrefixed('secret')),
     fields: {
       clientId: 'dev-1', clean: true, username: 'user', password: Buffer.from('secret'),
       will: { retain: true, qos: 1, topic: 'w/t', payload: Buffer.from('bye') },
@@ -91,13 +75,13 @@ const G: Golden[] = [
   {
     name: '[v4 MQTT-3.1.3-6] CONNECT with an empty client id and clean session decodes',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), str('')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed('')),
     fields: { clientId: '', clean: true },
   },
   {
     name: '[v4] CONNECT with an empty client id and clean session 0 decodes (broker refuses with return code 2)',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x00), str('')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x00), lenPrefixed('')),
     fields: { clientId: '', clean: false },
     enc: null, // mqtt-packet refuses to generate it
   },
@@ -106,9 +90,9 @@ const G: Golden[] = [
     v: 0,
     bytes: pkt(0x10, connectHead('MQTT', 5, 0x04 | 0x02 | 0x10 /* will qos 2 */),
       props([0x11, ...u32(3600)], [0x21, ...u16(10)], [0x27, ...u32(65536)], userProp('a', 'b')),
-      str('c5'),
-      props([0x18, ...u32(5)], [0x03, ...str('text/plain')]),
-      str('will/5'), str('gone')),
+      lenPrefixed('c5'),
+      props([0x18, ...u32(5)], [0x03, ...lenPrefixed('text/plain')]),
+      lenPrefixed('will/5'), lenPrefixed('gone')),
     fields: {
       protocolVersion: 5, clientId: 'c5',
       properties: { sessionExpiryInterval: 3600, receiveMaximum: 10, maximumPacketSize: 65536, userProperties: { a: 'b' } },
@@ -118,65 +102,65 @@ const G: Golden[] = [
   {
     name: '[v5 MQTT-3.1.2-1] CONNECT MQTT/5 with an empty property block',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02, 0), props(), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02, 0), props(), lenPrefixed('x')),
     fields: { protocolVersion: 5, clientId: 'x', keepalive: 0 },
   },
   {
     name: '[v5 3.1.2.9] CONNECT with a password but no user name is allowed in 5.0',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x40 | 0x02), props(), str('x'), str('pw')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x40 | 0x02), props(), lenPrefixed('x'), lenPrefixed('pw')),
     fields: { password: Buffer.from('pw') },
     enc: null, // mqtt-packet cannot generate a password without a user name
   },
   {
     name: '[v4 MQTT-3.1.2-22] CONNECT password flag without user name flag → 0x81',
     v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x40 | 0x02), str('x'), str('pw')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x40 | 0x02), lenPrefixed('x'), lenPrefixed('pw')),
   },
   {
     name: '[v3 MQTT-3.1.2-22] CONNECT password flag without user name flag → 0x81',
     v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQIsdp', 3, 0x40 | 0x02), str('x'), str('pw')),
+    bytes: pkt(0x10, connectHead('MQIsdp', 3, 0x40 | 0x02), lenPrefixed('x'), lenPrefixed('pw')),
   },
-  { name: '[v4 MQTT-3.1.2-2] CONNECT "MQTT" level 3 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 3, 0x02), str('x')) },
-  { name: '[v3 MQTT-3.1.2-2] CONNECT "MQIsdp" level 4 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQIsdp', 4, 0x02), str('x')) },
-  { name: '[v5 MQTT-3.1.2-2] CONNECT "MQTT" level 6 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 6, 0x02), str('x')) },
-  { name: '[v4 MQTT-3.1.2-1] CONNECT protocol name "MQTX" → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTX', 4, 0x02), str('x')) },
-  { name: '[v4 MQTT-3.1.2-2] CONNECT bridge level 0x84 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 0x84, 0x02), str('x')) },
-  { name: '[v4 MQTT-3.1.2-3] CONNECT reserved flag bit 0 set → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x03), str('x')) },
-  { name: '[v5 MQTT-3.1.2-3] CONNECT reserved flag bit 0 set → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x03), props(), str('x')) },
-  { name: '[v4 MQTT-3.1.2-13] CONNECT Will QoS without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x08 | 0x02), str('x')) },
-  { name: '[v4 MQTT-3.1.2-15] CONNECT Will Retain without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x20 | 0x02), str('x')) },
-  { name: '[v5 MQTT-3.1.2-11] CONNECT Will QoS without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x10 | 0x02), props(), str('x')) },
-  { name: '[v5 MQTT-3.1.2-13] CONNECT Will Retain without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x20 | 0x02), props(), str('x')) },
+  { name: '[v4 MQTT-3.1.2-2] CONNECT "MQTT" level 3 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 3, 0x02), lenPrefixed('x')) },
+  { name: '[v3 MQTT-3.1.2-2] CONNECT "MQIsdp" level 4 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQIsdp', 4, 0x02), lenPrefixed('x')) },
+  { name: '[v5 MQTT-3.1.2-2] CONNECT "MQTT" level 6 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 6, 0x02), lenPrefixed('x')) },
+  { name: '[v4 MQTT-3.1.2-1] CONNECT protocol name "MQTX" → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTX', 4, 0x02), lenPrefixed('x')) },
+  { name: '[v4 MQTT-3.1.2-2] CONNECT bridge level 0x84 → 0x84', v: 0, rc: 0x84, bytes: pkt(0x10, connectHead('MQTT', 0x84, 0x02), lenPrefixed('x')) },
+  { name: '[v4 MQTT-3.1.2-3] CONNECT reserved flag bit 0 set → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x03), lenPrefixed('x')) },
+  { name: '[v5 MQTT-3.1.2-3] CONNECT reserved flag bit 0 set → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x03), props(), lenPrefixed('x')) },
+  { name: '[v4 MQTT-3.1.2-13] CONNECT Will QoS without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x08 | 0x02), lenPrefixed('x')) },
+  { name: '[v4 MQTT-3.1.2-15] CONNECT Will Retain without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 4, 0x20 | 0x02), lenPrefixed('x')) },
+  { name: '[v5 MQTT-3.1.2-11] CONNECT Will QoS without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x10 | 0x02), props(), lenPrefixed('x')) },
+  { name: '[v5 MQTT-3.1.2-13] CONNECT Will Retain without Will Flag → 0x81', v: 0, rc: 0x81, bytes: pkt(0x10, connectHead('MQTT', 5, 0x20 | 0x02), props(), lenPrefixed('x')) },
   {
     name: '[v4 MQTT-3.1.2-14] CONNECT Will QoS 3 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x18 | 0x04 | 0x02), str('x'), str('t'), str('p')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x18 | 0x04 | 0x02), lenPrefixed('x'), lenPrefixed('t'), lenPrefixed('p')),
   },
   {
     name: '[v5 MQTT-3.1.2-12] CONNECT Will QoS 3 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x18 | 0x04 | 0x02), props(), str('x'), props(), str('t'), str('p')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x18 | 0x04 | 0x02), props(), lenPrefixed('x'), props(), lenPrefixed('t'), lenPrefixed('p')),
   },
-  { name: '[v4 MQTT-2.2.2-1] CONNECT fixed header flags 0001 → 0x81', v: 0, rc: 0x81, bytes: pkt(0x11, connectHead('MQTT', 4, 0x02), str('x')) },
+  { name: '[v4 MQTT-2.2.2-1] CONNECT fixed header flags 0001 → 0x81', v: 0, rc: 0x81, bytes: pkt(0x11, connectHead('MQTT', 4, 0x02), lenPrefixed('x')) },
   {
     name: '[v4 MQTT-1.5.3-1] CONNECT client id with overlong encoding C0 80 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), str([0x61, 0xc0, 0x80])),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed([0x61, 0xc0, 0x80])),
   },
   {
     name: '[v4 MQTT-1.5.3-2] CONNECT client id containing U+0000 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), str([0x61, 0x00, 0x62])),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed([0x61, 0x00, 0x62])),
   },
   {
     name: '[v5 MQTT-1.5.4-1] CONNECT user name with a UTF-16 surrogate (ED A0 80) → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x80 | 0x02), props(), str('x'), str([0xed, 0xa0, 0x80])),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x80 | 0x02), props(), lenPrefixed('x'), lenPrefixed([0xed, 0xa0, 0x80])),
   },
   {
     name: '[v5 MQTT-1.5.4-1] CONNECT will topic above U+10FFFF (F4 90 80 80) → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x04 | 0x02), props(), str('x'), props(), str([0xf4, 0x90, 0x80, 0x80]), str('p')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x04 | 0x02), props(), lenPrefixed('x'), props(), lenPrefixed([0xf4, 0x90, 0x80, 0x80]), lenPrefixed('p')),
   },
   {
     name: '[v4 MQTT-1.5.3-2] CONNECT will topic containing U+0000 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x04 | 0x02), str('x'), str([0x61, 0x00]), str('p')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x04 | 0x02), lenPrefixed('x'), lenPrefixed([0x61, 0x00]), lenPrefixed('p')),
   },
   {
     name: '[v4] CONNECT cut short inside the client id → 0x81', v: 0, rc: 0x81,
@@ -184,74 +168,74 @@ const G: Golden[] = [
   },
   {
     name: '[v4] CONNECT cut short before the password → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0xc2), str('x'), str('u')),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0xc2), lenPrefixed('x'), lenPrefixed('u')),
   },
   {
     name: '[v4] CONNECT cut short inside the keep alive → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, str('MQTT'), [4, 0x02, 0]),
+    bytes: pkt(0x10, lenPrefixed('MQTT'), [4, 0x02, 0]),
   },
   {
     name: '[v4] CONNECT with trailing bytes after the payload → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), str('x'), [0xde, 0xad]),
+    bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed('x'), [0xde, 0xad]),
   },
   {
     name: '[v4] CONNECT remaining length larger than the frame → 0x81', v: 0, rc: 0x81,
-    bytes: [0x10, 20, ...connectHead('MQTT', 4, 0x02), ...str('x')],
+    bytes: [0x10, 20, ...connectHead('MQTT', 4, 0x02), ...lenPrefixed('x')],
   },
   {
     name: '[v5 MQTT-1.5.5-1] CONNECT remaining length not minimally encoded → 0x81', v: 0, rc: 0x81,
-    bytes: [0x10, 0x8f, 0x00, ...connectHead('MQTT', 4, 0x02), ...str('x')],
+    bytes: [0x10, 0x8f, 0x00, ...connectHead('MQTT', 4, 0x02), ...lenPrefixed('x')],
   },
   {
     name: '[v5 2.2.2] CONNECT property length runs past the packet → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), [40, 0x11, 0, 0, 0, 1], str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), [40, 0x11, 0, 0, 0, 1], lenPrefixed('x')),
   },
   {
     name: '[v5 2.2.2.2] CONNECT property value runs past the property block → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), [3, 0x11, 0, 0], [0, 1], str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), [3, 0x11, 0, 0], [0, 1], lenPrefixed('x')),
   },
   {
     name: '[v5 2.2.2.2] CONNECT with a PUBLISH-only property (Topic Alias) → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x23, ...u16(1)]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x23, ...u16(1)]), lenPrefixed('x')),
   },
   {
     name: '[v5 2.2.2.2] CONNECT with an unknown property identifier 0x7F → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x7f, 0]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x7f, 0]), lenPrefixed('x')),
   },
   {
     name: '[v5 3.1.2.11.3] CONNECT Receive Maximum 0 → 0x82', v: 0, rc: 0x82,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x21, ...u16(0)]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x21, ...u16(0)]), lenPrefixed('x')),
   },
   {
     name: '[v5 3.1.2.11.4] CONNECT Maximum Packet Size 0 → 0x82', v: 0, rc: 0x82,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x27, ...u32(0)]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x27, ...u32(0)]), lenPrefixed('x')),
   },
   {
     name: '[v5 3.1.2.11.2] CONNECT Session Expiry Interval included twice → 0x82', v: 0, rc: 0x82,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x11, ...u32(1)], [0x11, ...u32(2)]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x11, ...u32(1)], [0x11, ...u32(2)]), lenPrefixed('x')),
   },
   {
     name: '[v5 3.1.2.11.7] CONNECT Request Problem Information 2 → 0x82', v: 0, rc: 0x82,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x17, 2]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x17, 2]), lenPrefixed('x')),
   },
   {
     name: '[v5 MQTT-1.5.4-1] CONNECT user property name with ill-formed UTF-8 → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x26, ...str([0xff]), ...str('v')]), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x26, ...lenPrefixed([0xff]), ...lenPrefixed('v')]), lenPrefixed('x')),
   },
   {
     name: '[v5] CONNECT with repeated user properties decodes them as an array',
     v: 0,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props(userProp('k', '1'), userProp('k', '2')), str('x')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props(userProp('k', '1'), userProp('k', '2')), lenPrefixed('x')),
     fields: { properties: { userProperties: { k: ['1', '2'] } } },
   },
   {
     name: '[v5 2.2.2.2] CONNECT Will Properties with a CONNECT-only property → 0x81', v: 0, rc: 0x81,
-    bytes: pkt(0x10, connectHead('MQTT', 5, 0x04 | 0x02), props(), str('x'), props([0x11, ...u32(1)]), str('t'), str('p')),
+    bytes: pkt(0x10, connectHead('MQTT', 5, 0x04 | 0x02), props(), lenPrefixed('x'), props([0x11, ...u32(1)]), lenPrefixed('t'), lenPrefixed('p')),
   },
-  { name: '[v4 MQTT-3.1.0-1] first packet PUBLISH before CONNECT → 0x82', v: 0, rc: 0x82, bytes: pkt(0x30, str('a'), bytes('x')) },
+  { name: '[v4 MQTT-3.1.0-1] first packet PUBLISH before CONNECT → 0x82', v: 0, rc: 0x82, bytes: pkt(0x30, lenPrefixed('a'), bytes('x')) },
   { name: '[v4 MQTT-3.1.0-1] first packet PINGREQ before CONNECT → 0x82', v: 0, rc: 0x82, bytes: [0xc0, 0x00] },
-  { name: '[v4 MQTT-3.1.0-2] second CONNECT → 0x82', v: 4, rc: 0x82, bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), str('x')) },
-  { name: '[v5 MQTT-3.1.0-2] second CONNECT → 0x82', v: 5, rc: 0x82, bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props(), str('x')) },
+  { name: '[v4 MQTT-3.1.0-2] second CONNECT → 0x82', v: 4, rc: 0x82, bytes: pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed('x')) },
+  { name: '[v5 MQTT-3.1.0-2] second CONNECT → 0x82', v: 5, rc: 0x82, bytes: pkt(0x10, connectHead('MQTT', 5, 0x02), props(), lenPrefixed('x')) },
 
   // ----- PUBLISH -------------------------------------------------------------
   {
@@ -263,27 +247,27 @@ const G: Golden[] = [
   {
     name: '[v4 3.3.1] PUBLISH QoS 1 DUP RETAIN packet id 10',
     v: 4,
-    bytes: pkt(0x3b, str('x/y'), u16(10), bytes('payload')),
+    bytes: pkt(0x3b, lenPrefixed('x/y'), u16(10), bytes('payload')),
     fields: { topic: 'x/y', qos: 1, dup: true, retain: true, messageId: 10, payload: Buffer.from('payload') },
   },
   {
     name: '[v3 3.3] PUBLISH QoS 2 packet id 65535, empty payload',
     v: 3,
-    bytes: pkt(0x34, str('t'), u16(65535)),
+    bytes: pkt(0x34, lenPrefixed('t'), u16(65535)),
     fields: { topic: 't', qos: 2, messageId: 65535, payload: Buffer.alloc(0) },
   },
   {
     name: '[v4 MQTT-1.5.3-1] PUBLISH multi-byte UTF-8 topic "añ/€/😀" is accepted',
     v: 4,
-    bytes: pkt(0x30, str('añ/€/😀'), bytes('.')),
+    bytes: pkt(0x30, lenPrefixed('añ/€/😀'), bytes('.')),
     fields: { topic: 'añ/€/😀' },
   },
   {
     name: '[v5 3.3.2.3] PUBLISH QoS 1 with all PUBLISH properties',
     v: 5,
-    bytes: pkt(0x32, str('s/1'), u16(7), props(
-      [0x01, 1], [0x02, ...u32(60)], [0x23, ...u16(3)], [0x08, ...str('resp')],
-      [0x09, ...str([1, 2, 3])], userProp('k', 'v'), [0x03, ...str('json')],
+    bytes: pkt(0x32, lenPrefixed('s/1'), u16(7), props(
+      [0x01, 1], [0x02, ...u32(60)], [0x23, ...u16(3)], [0x08, ...lenPrefixed('resp')],
+      [0x09, ...lenPrefixed([1, 2, 3])], userProp('k', 'v'), [0x03, ...lenPrefixed('json')],
     ), bytes('{}')),
     fields: {
       topic: 's/1', qos: 1, messageId: 7, payload: Buffer.from('{}'),
@@ -296,44 +280,44 @@ const G: Golden[] = [
   {
     name: '[v5 3.3.2.3.8] PUBLISH with two Subscription Identifiers decodes an array',
     v: 5,
-    bytes: pkt(0x30, str('s'), props([0x0b, 1], [0x0b, ...vbi(300)])),
+    bytes: pkt(0x30, lenPrefixed('s'), props([0x0b, 1], [0x0b, ...varint(300)])),
     fields: { properties: { subscriptionIdentifier: [1, 300] } },
   },
   {
     name: '[v5 3.3.2.3.4] PUBLISH with an empty topic name and a Topic Alias is accepted',
     v: 5,
-    bytes: pkt(0x30, str(''), props([0x23, ...u16(1)]), bytes('x')),
+    bytes: pkt(0x30, lenPrefixed(''), props([0x23, ...u16(1)]), bytes('x')),
     fields: { topic: '', properties: { topicAlias: 1 } },
   },
-  { name: '[v4 MQTT-4.7.3-1] PUBLISH with an empty topic name → 0x90', v: 4, rc: 0x90, bytes: pkt(0x30, str(''), bytes('x')) },
-  { name: '[v3 MQTT-4.7.3-1] PUBLISH with an empty topic name → 0x90', v: 3, rc: 0x90, bytes: pkt(0x30, str(''), bytes('x')) },
-  { name: '[v4 MQTT-3.3.1-4] PUBLISH QoS 3 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x36, str('a'), u16(1)) },
-  { name: '[v5 MQTT-3.3.1-4] PUBLISH QoS 3 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x36, str('a'), u16(1), props()) },
-  { name: '[v4 MQTT-3.3.1-2] PUBLISH QoS 0 with DUP → 0x82', v: 4, rc: 0x82, bytes: pkt(0x38, str('a')) },
-  { name: '[v5 MQTT-3.3.1-2] PUBLISH QoS 0 with DUP → 0x82', v: 5, rc: 0x82, bytes: pkt(0x38, str('a'), props()) },
-  { name: '[v5 MQTT-3.3.2-2] wildcard + in PUBLISH topic → 0x90', v: 5, rc: 0x90, bytes: pkt(0x30, str('a/+/c'), props()) },
-  { name: '[v5 MQTT-3.3.2-2] wildcard # in PUBLISH topic → 0x90', v: 5, rc: 0x90, bytes: pkt(0x30, str('a/#'), props()) },
-  { name: '[v4 MQTT-3.3.2-2] wildcard # in PUBLISH topic → 0x90', v: 4, rc: 0x90, bytes: pkt(0x30, str('#')) },
-  { name: '[v3 MQTT-3.3.2-2] wildcard + in PUBLISH topic → 0x90', v: 3, rc: 0x90, bytes: pkt(0x32, str('+'), u16(1)) },
-  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with a stray continuation byte → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, str([0x61, 0x80])) },
-  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with an overlong 3-byte sequence (E0 80 AF) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str([0xe0, 0x80, 0xaf]), props()) },
-  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with a surrogate (ED BF BF) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str([0xed, 0xbf, 0xbf]), props()) },
-  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with a truncated 4-byte sequence → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str([0xf0, 0x9f, 0x98]), props()) },
-  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with byte F8 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, str([0xf8, 0x88, 0x80, 0x80, 0x80])) },
-  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with overlong 4-byte sequence (F0 8F BF BF) → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, str([0xf0, 0x8f, 0xbf, 0xbf])) },
-  { name: '[v4 MQTT-1.5.3-2] PUBLISH topic containing U+0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, str([0x61, 0x00])) },
-  { name: '[v5 MQTT-1.5.4-2] PUBLISH topic containing U+0000 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str([0x00]), props()) },
-  { name: '[v4 MQTT-2.3.1-1] PUBLISH QoS 1 with packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0x32, str('a'), u16(0)) },
-  { name: '[v5 MQTT-2.2.1-3] PUBLISH QoS 2 with packet id 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x34, str('a'), u16(0), props()) },
+  { name: '[v4 MQTT-4.7.3-1] PUBLISH with an empty topic name → 0x90', v: 4, rc: 0x90, bytes: pkt(0x30, lenPrefixed(''), bytes('x')) },
+  { name: '[v3 MQTT-4.7.3-1] PUBLISH with an empty topic name → 0x90', v: 3, rc: 0x90, bytes: pkt(0x30, lenPrefixed(''), bytes('x')) },
+  { name: '[v4 MQTT-3.3.1-4] PUBLISH QoS 3 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x36, lenPrefixed('a'), u16(1)) },
+  { name: '[v5 MQTT-3.3.1-4] PUBLISH QoS 3 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x36, lenPrefixed('a'), u16(1), props()) },
+  { name: '[v4 MQTT-3.3.1-2] PUBLISH QoS 0 with DUP → 0x82', v: 4, rc: 0x82, bytes: pkt(0x38, lenPrefixed('a')) },
+  { name: '[v5 MQTT-3.3.1-2] PUBLISH QoS 0 with DUP → 0x82', v: 5, rc: 0x82, bytes: pkt(0x38, lenPrefixed('a'), props()) },
+  { name: '[v5 MQTT-3.3.2-2] wildcard + in PUBLISH topic → 0x90', v: 5, rc: 0x90, bytes: pkt(0x30, lenPrefixed('a/+/c'), props()) },
+  { name: '[v5 MQTT-3.3.2-2] wildcard # in PUBLISH topic → 0x90', v: 5, rc: 0x90, bytes: pkt(0x30, lenPrefixed('a/#'), props()) },
+  { name: '[v4 MQTT-3.3.2-2] wildcard # in PUBLISH topic → 0x90', v: 4, rc: 0x90, bytes: pkt(0x30, lenPrefixed('#')) },
+  { name: '[v3 MQTT-3.3.2-2] wildcard + in PUBLISH topic → 0x90', v: 3, rc: 0x90, bytes: pkt(0x32, lenPrefixed('+'), u16(1)) },
+  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with a stray continuation byte → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0x61, 0x80])) },
+  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with an overlong 3-byte sequence (E0 80 AF) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0xe0, 0x80, 0xaf]), props()) },
+  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with a surrogate (ED BF BF) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0xed, 0xbf, 0xbf]), props()) },
+  { name: '[v5 MQTT-1.5.4-1] PUBLISH topic with a truncated 4-byte sequence → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0xf0, 0x9f, 0x98]), props()) },
+  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with byte F8 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0xf8, 0x88, 0x80, 0x80, 0x80])) },
+  { name: '[v4 MQTT-1.5.3-1] PUBLISH topic with overlong 4-byte sequence (F0 8F BF BF) → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0xf0, 0x8f, 0xbf, 0xbf])) },
+  { name: '[v4 MQTT-1.5.3-2] PUBLISH topic containing U+0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0x61, 0x00])) },
+  { name: '[v5 MQTT-1.5.4-2] PUBLISH topic containing U+0000 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed([0x00]), props()) },
+  { name: '[v4 MQTT-2.3.1-1] PUBLISH QoS 1 with packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0x32, lenPrefixed('a'), u16(0)) },
+  { name: '[v5 MQTT-2.2.1-3] PUBLISH QoS 2 with packet id 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x34, lenPrefixed('a'), u16(0), props()) },
   { name: '[v4] PUBLISH topic length past the end → 0x81', v: 4, rc: 0x81, bytes: pkt(0x30, u16(50), bytes('abc')) },
-  { name: '[v4] PUBLISH QoS 1 cut short before the packet id → 0x81', v: 4, rc: 0x81, bytes: pkt(0x32, str('a'), [0]) },
-  { name: '[v5] PUBLISH without a property length → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str('a')) },
-  { name: '[v5 2.2.2] PUBLISH property length past the end → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str('a'), [10, 0x01, 1]) },
-  { name: '[v5 3.3.2.3.8] PUBLISH Subscription Identifier 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, str('a'), props([0x0b, 0])) },
-  { name: '[v5 3.3.2.3.4] PUBLISH Topic Alias included twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, str('a'), props([0x23, 0, 1], [0x23, 0, 2])) },
-  { name: '[v5 3.3.2.3.2] PUBLISH Payload Format Indicator 2 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, str('a'), props([0x01, 2])) },
-  { name: '[v5 2.2.2.2] PUBLISH with a CONNECT-only property (Session Expiry) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str('a'), props([0x11, ...u32(1)])) },
-  { name: '[v5 2.2.2.2] PUBLISH Response Topic with ill-formed UTF-8 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, str('a'), props([0x08, ...str([0xc3])])) },
+  { name: '[v4] PUBLISH QoS 1 cut short before the packet id → 0x81', v: 4, rc: 0x81, bytes: pkt(0x32, lenPrefixed('a'), [0]) },
+  { name: '[v5] PUBLISH without a property length → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed('a')) },
+  { name: '[v5 2.2.2] PUBLISH property length past the end → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed('a'), [10, 0x01, 1]) },
+  { name: '[v5 3.3.2.3.8] PUBLISH Subscription Identifier 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, lenPrefixed('a'), props([0x0b, 0])) },
+  { name: '[v5 3.3.2.3.4] PUBLISH Topic Alias included twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, lenPrefixed('a'), props([0x23, 0, 1], [0x23, 0, 2])) },
+  { name: '[v5 3.3.2.3.2] PUBLISH Payload Format Indicator 2 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x30, lenPrefixed('a'), props([0x01, 2])) },
+  { name: '[v5 2.2.2.2] PUBLISH with a CONNECT-only property (Session Expiry) → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed('a'), props([0x11, ...u32(1)])) },
+  { name: '[v5 2.2.2.2] PUBLISH Response Topic with ill-formed UTF-8 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x30, lenPrefixed('a'), props([0x08, ...lenPrefixed([0xc3])])) },
 
   // ----- PUBACK / PUBREC / PUBREL / PUBCOMP ---------------------------------
   { name: '[v4 3.4] PUBACK packet id 1 (literal bytes)', v: 4, bytes: [0x40, 0x02, 0x00, 0x01], fields: { cmd: 'puback', messageId: 1 } },
@@ -357,7 +341,7 @@ const G: Golden[] = [
   },
   {
     name: '[v5 3.5.2.2] PUBREC reason 0x80 with a Reason String',
-    v: 5, bytes: pkt(0x50, u16(9), [0x80], props([0x1f, ...str('nope')])),
+    v: 5, bytes: pkt(0x50, u16(9), [0x80], props([0x1f, ...lenPrefixed('nope')])),
     fields: { cmd: 'pubrec', messageId: 9, reasonCode: 0x80, properties: { reasonString: 'nope' } },
   },
   {
@@ -365,7 +349,7 @@ const G: Golden[] = [
     v: 5, bytes: pkt(0x62, u16(9), [0x92], props(userProp('a', 'b'))),
     fields: { cmd: 'pubrel', reasonCode: 0x92, properties: { userProperties: { a: 'b' } } },
   },
-  { name: '[v5 2.2.2.2] PUBCOMP Reason String twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x70, u16(9), [0], props([0x1f, ...str('a')], [0x1f, ...str('b')])) },
+  { name: '[v5 2.2.2.2] PUBCOMP Reason String twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x70, u16(9), [0], props([0x1f, ...lenPrefixed('a')], [0x1f, ...lenPrefixed('b')])) },
   { name: '[v5 2.2.2.2] PUBACK with a Topic Alias property → 0x81', v: 5, rc: 0x81, bytes: pkt(0x40, u16(9), [0], props([0x23, 0, 1])) },
   { name: '[v5 3.4.2] PUBACK with bytes after the properties → 0x81', v: 5, rc: 0x81, bytes: pkt(0x40, u16(9), [0], props(), [1]) },
   { name: '[v5 3.4.2.1] PUBACK with an undefined reason code 0x05 → 0x81', v: 5, rc: 0x81, bytes: [0x40, 0x03, 0x00, 0x05, 0x05] },
@@ -373,17 +357,17 @@ const G: Golden[] = [
   // ----- SUBSCRIBE -----------------------------------------------------------
   {
     name: '[v4 3.8] SUBSCRIBE id 1: "a/+" QoS 1, "b/#" QoS 2',
-    v: 4, bytes: pkt(0x82, u16(1), str('a/+'), [1], str('b/#'), [2]),
+    v: 4, bytes: pkt(0x82, u16(1), lenPrefixed('a/+'), [1], lenPrefixed('b/#'), [2]),
     fields: { cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/+', qos: 1 }, { topic: 'b/#', qos: 2 }] },
   },
   {
     name: '[v3 3.8] SUBSCRIBE id 2: "t" QoS 0',
-    v: 3, bytes: pkt(0x82, u16(2), str('t'), [0]),
+    v: 3, bytes: pkt(0x82, u16(2), lenPrefixed('t'), [0]),
     fields: { subscriptions: [{ topic: 't', qos: 0 }] },
   },
   {
     name: '[v5 3.8.3.1] SUBSCRIBE with Subscription Identifier and No Local / RAP / Retain Handling 2',
-    v: 5, bytes: pkt(0x82, u16(3), props([0x0b, ...vbi(200)]), str('$share/g/x'), [0x2e], str('y'), [0x00]),
+    v: 5, bytes: pkt(0x82, u16(3), props([0x0b, ...varint(200)]), lenPrefixed('$share/g/x'), [0x2e], lenPrefixed('y'), [0x00]),
     fields: {
       messageId: 3, properties: { subscriptionIdentifier: 200 },
       subscriptions: [{ topic: '$share/g/x', qos: 2, nl: true, rap: true, rh: 2 }, { topic: 'y', qos: 0, nl: false, rap: false, rh: 0 }],
@@ -391,46 +375,46 @@ const G: Golden[] = [
   },
   {
     name: '[v4 3.8.3] SUBSCRIBE with an empty filter string decodes (topic validation is the broker\'s)',
-    v: 4, bytes: pkt(0x82, u16(1), str(''), [0]),
+    v: 4, bytes: pkt(0x82, u16(1), lenPrefixed(''), [0]),
     fields: { subscriptions: [{ topic: '', qos: 0 }] },
   },
-  { name: '[v4 MQTT-2.2.2-1] SUBSCRIBE flags 0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x80, u16(1), str('a'), [0]) },
-  { name: '[v5 MQTT-2.1.3-1] SUBSCRIBE flags 0011 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x83, u16(1), props(), str('a'), [0]) },
+  { name: '[v4 MQTT-2.2.2-1] SUBSCRIBE flags 0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x80, u16(1), lenPrefixed('a'), [0]) },
+  { name: '[v5 MQTT-2.1.3-1] SUBSCRIBE flags 0011 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x83, u16(1), props(), lenPrefixed('a'), [0]) },
   { name: '[v4 MQTT-3.8.3-3] SUBSCRIBE without a topic filter → 0x82', v: 4, rc: 0x82, bytes: pkt(0x82, u16(1)) },
   { name: '[v5 MQTT-3.8.3-2] SUBSCRIBE without a topic filter → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props()) },
-  { name: '[v4 MQTT-3-8.3-4] SUBSCRIBE options reserved bit 2 set → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), str('a'), [0x04]) },
-  { name: '[v4 MQTT-3-8.3-4] SUBSCRIBE requested QoS 3 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), str('a'), [0x03]) },
-  { name: '[v3 MQTT-3-8.3-4] SUBSCRIBE options 0x80 → 0x81', v: 3, rc: 0x81, bytes: pkt(0x82, u16(1), str('a'), [0x80]) },
-  { name: '[v5 MQTT-3.8.3-5] SUBSCRIBE options reserved bit 6 set → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props(), str('a'), [0x40]) },
-  { name: '[v5 3.8.3.1] SUBSCRIBE Retain Handling 3 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props(), str('a'), [0x30]) },
-  { name: '[v5 3.8.3.1] SUBSCRIBE Maximum QoS 3 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props(), str('a'), [0x03]) },
-  { name: '[v4 MQTT-2.3.1-1] SUBSCRIBE packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0x82, u16(0), str('a'), [0]) },
-  { name: '[v5 MQTT-2.2.1-3] SUBSCRIBE packet id 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(0), props(), str('a'), [0]) },
-  { name: '[v4 MQTT-1.5.3-1] SUBSCRIBE filter with ill-formed UTF-8 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), str([0x61, 0xfe]), [0]) },
-  { name: '[v5 MQTT-1.5.4-2] SUBSCRIBE filter containing U+0000 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props(), str([0x61, 0x00]), [0]) },
-  { name: '[v4] SUBSCRIBE second filter missing its options byte → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), str('a'), [0], str('b')) },
+  { name: '[v4 MQTT-3-8.3-4] SUBSCRIBE options reserved bit 2 set → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), lenPrefixed('a'), [0x04]) },
+  { name: '[v4 MQTT-3-8.3-4] SUBSCRIBE requested QoS 3 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), lenPrefixed('a'), [0x03]) },
+  { name: '[v3 MQTT-3-8.3-4] SUBSCRIBE options 0x80 → 0x81', v: 3, rc: 0x81, bytes: pkt(0x82, u16(1), lenPrefixed('a'), [0x80]) },
+  { name: '[v5 MQTT-3.8.3-5] SUBSCRIBE options reserved bit 6 set → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props(), lenPrefixed('a'), [0x40]) },
+  { name: '[v5 3.8.3.1] SUBSCRIBE Retain Handling 3 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props(), lenPrefixed('a'), [0x30]) },
+  { name: '[v5 3.8.3.1] SUBSCRIBE Maximum QoS 3 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props(), lenPrefixed('a'), [0x03]) },
+  { name: '[v4 MQTT-2.3.1-1] SUBSCRIBE packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0x82, u16(0), lenPrefixed('a'), [0]) },
+  { name: '[v5 MQTT-2.2.1-3] SUBSCRIBE packet id 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(0), props(), lenPrefixed('a'), [0]) },
+  { name: '[v4 MQTT-1.5.3-1] SUBSCRIBE filter with ill-formed UTF-8 → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), lenPrefixed([0x61, 0xfe]), [0]) },
+  { name: '[v5 MQTT-1.5.4-2] SUBSCRIBE filter containing U+0000 → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props(), lenPrefixed([0x61, 0x00]), [0]) },
+  { name: '[v4] SUBSCRIBE second filter missing its options byte → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), lenPrefixed('a'), [0], lenPrefixed('b')) },
   { name: '[v4] SUBSCRIBE filter length past the end → 0x81', v: 4, rc: 0x81, bytes: pkt(0x82, u16(1), u16(9), bytes('ab')) },
-  { name: '[v5 3.8.2.1.2] SUBSCRIBE Subscription Identifier 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props([0x0b, 0]), str('a'), [0]) },
-  { name: '[v5 3.8.2.1.2] SUBSCRIBE Subscription Identifier twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props([0x0b, 1], [0x0b, 2]), str('a'), [0]) },
-  { name: '[v5 MQTT-1.5.5-1] SUBSCRIBE Subscription Identifier non-minimal varint → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props([0x0b, 0x81, 0x00]), str('a'), [0]) },
+  { name: '[v5 3.8.2.1.2] SUBSCRIBE Subscription Identifier 0 → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props([0x0b, 0]), lenPrefixed('a'), [0]) },
+  { name: '[v5 3.8.2.1.2] SUBSCRIBE Subscription Identifier twice → 0x82', v: 5, rc: 0x82, bytes: pkt(0x82, u16(1), props([0x0b, 1], [0x0b, 2]), lenPrefixed('a'), [0]) },
+  { name: '[v5 MQTT-1.5.5-1] SUBSCRIBE Subscription Identifier non-minimal varint → 0x81', v: 5, rc: 0x81, bytes: pkt(0x82, u16(1), props([0x0b, 0x81, 0x00]), lenPrefixed('a'), [0]) },
 
   // ----- UNSUBSCRIBE ---------------------------------------------------------
   {
     name: '[v4 3.10] UNSUBSCRIBE id 7: "a/+", "b"',
-    v: 4, bytes: pkt(0xa2, u16(7), str('a/+'), str('b')),
+    v: 4, bytes: pkt(0xa2, u16(7), lenPrefixed('a/+'), lenPrefixed('b')),
     fields: { cmd: 'unsubscribe', messageId: 7, unsubscriptions: ['a/+', 'b'] },
   },
   {
     name: '[v5 3.10.2.1] UNSUBSCRIBE with a User Property',
-    v: 5, bytes: pkt(0xa2, u16(8), props(userProp('x', 'y')), str('c/#')),
+    v: 5, bytes: pkt(0xa2, u16(8), props(userProp('x', 'y')), lenPrefixed('c/#')),
     fields: { messageId: 8, unsubscriptions: ['c/#'], properties: { userProperties: { x: 'y' } } },
   },
   { name: '[v4 MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter → 0x82', v: 4, rc: 0x82, bytes: pkt(0xa2, u16(1)) },
   { name: '[v5 MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter → 0x82', v: 5, rc: 0x82, bytes: pkt(0xa2, u16(1), props()) },
-  { name: '[v4 MQTT-2.2.2-1] UNSUBSCRIBE flags 0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0xa0, u16(1), str('a')) },
-  { name: '[v4 MQTT-2.3.1-1] UNSUBSCRIBE packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0xa2, u16(0), str('a')) },
-  { name: '[v5 MQTT-1.5.4-1] UNSUBSCRIBE filter with ill-formed UTF-8 → 0x81', v: 5, rc: 0x81, bytes: pkt(0xa2, u16(1), props(), str([0xc0, 0xaf])) },
-  { name: '[v5 2.2.2.2] UNSUBSCRIBE with a Subscription Identifier → 0x81', v: 5, rc: 0x81, bytes: pkt(0xa2, u16(1), props([0x0b, 1]), str('a')) },
+  { name: '[v4 MQTT-2.2.2-1] UNSUBSCRIBE flags 0000 → 0x81', v: 4, rc: 0x81, bytes: pkt(0xa0, u16(1), lenPrefixed('a')) },
+  { name: '[v4 MQTT-2.3.1-1] UNSUBSCRIBE packet id 0 → 0x82', v: 4, rc: 0x82, bytes: pkt(0xa2, u16(0), lenPrefixed('a')) },
+  { name: '[v5 MQTT-1.5.4-1] UNSUBSCRIBE filter with ill-formed UTF-8 → 0x81', v: 5, rc: 0x81, bytes: pkt(0xa2, u16(1), props(), lenPrefixed([0xc0, 0xaf])) },
+  { name: '[v5 2.2.2.2] UNSUBSCRIBE with a Subscription Identifier → 0x81', v: 5, rc: 0x81, bytes: pkt(0xa2, u16(1), props([0x0b, 1]), lenPrefixed('a')) },
 
   // ----- PINGREQ / DISCONNECT / AUTH / reserved ------------------------------
   { name: '[v4 3.12] PINGREQ', v: 4, bytes: [0xc0, 0x00], fields: { cmd: 'pingreq' } },
@@ -454,7 +438,7 @@ const G: Golden[] = [
   { name: '[v5 3.15] AUTH with no reason code means 0x00', v: 5, bytes: [0xf0, 0x00], fields: { cmd: 'auth', reasonCode: 0 }, enc: null },
   {
     name: '[v5 3.15.2.2] AUTH 0x18 with Authentication Method and Data',
-    v: 5, bytes: pkt(0xf0, [0x18], props([0x15, ...str('SCRAM')], [0x16, ...str([9, 9])])),
+    v: 5, bytes: pkt(0xf0, [0x18], props([0x15, ...lenPrefixed('SCRAM')], [0x16, ...lenPrefixed([9, 9])])),
     fields: { cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM', authenticationData: Buffer.from([9, 9]) } },
   },
   { name: '[v5 MQTT-2.1.3-1] AUTH flags 0001 → 0x81', v: 5, rc: 0x81, bytes: [0xf1, 0x00] },
@@ -507,7 +491,7 @@ for (const g of G) {
 
 test('[v5] the parser is reusable after mqtt-packet rejects a frame', () => {
   const badFrame = Buffer.from([0x40, 0x03, 0x00, 0x05, 0x05]); // PUBACK, undefined reason code
-  const good = Buffer.from(pkt(0x30, str('ok'), props(), bytes('1')));
+  const good = Buffer.from(pkt(0x30, lenPrefixed('ok'), props(), bytes('1')));
   for (let i = 0; i < 3; i++) {
     const b = decodeFrame(badFrame, 5);
     assert.equal(b.ok, false);
@@ -518,9 +502,9 @@ test('[v5] the parser is reusable after mqtt-packet rejects a frame', () => {
 });
 
 test('[v0] consecutive CONNECTs of different levels decode with their own level', () => {
-  const c5 = Buffer.from(pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x11, ...u32(9)]), str('a')));
-  const c4 = Buffer.from(pkt(0x10, connectHead('MQTT', 4, 0x02), str('b')));
-  const c3 = Buffer.from(pkt(0x10, connectHead('MQIsdp', 3, 0x02), str('c')));
+  const c5 = Buffer.from(pkt(0x10, connectHead('MQTT', 5, 0x02), props([0x11, ...u32(9)]), lenPrefixed('a')));
+  const c4 = Buffer.from(pkt(0x10, connectHead('MQTT', 4, 0x02), lenPrefixed('b')));
+  const c3 = Buffer.from(pkt(0x10, connectHead('MQIsdp', 3, 0x02), lenPrefixed('c')));
   for (const [f, lvl, id] of [[c5, 5, 'a'], [c4, 4, 'b'], [c3, 3, 'c'], [c5, 5, 'a']] as const) {
     const r = decodeFrame(f, 0);
     assert.ok(r.ok);
@@ -530,13 +514,13 @@ test('[v0] consecutive CONNECTs of different levels decode with their own level'
     assert.equal(p.properties !== undefined, lvl === 5);
   }
   // Level-4 packets after a v5 CONNECT went through slot 0 still decode as 3.1.1.
-  const pub = decodeFrame(Buffer.from(pkt(0x30, str('t'), bytes('x'))), 4);
+  const pub = decodeFrame(Buffer.from(pkt(0x30, lenPrefixed('t'), bytes('x'))), 4);
   assert.ok(pub.ok);
   assert.deepEqual((pub.packet as { payload: Buffer }).payload, Buffer.from('x'));
 });
 
 test('decoded PUBLISH payload is a view of the frame (no copy)', () => {
-  const frame = Buffer.from(pkt(0x30, str('t'), bytes('payload')));
+  const frame = Buffer.from(pkt(0x30, lenPrefixed('t'), bytes('payload')));
   const r = decodeFrame(frame, 4);
   assert.ok(r.ok);
   const payload = (r.packet as { payload: Buffer }).payload;
@@ -606,11 +590,11 @@ test('[MQTT-1.5.4-1] scanUtf8 accepts boundary code points and rejects ill-forme
 });
 
 test('connectProtocolLevel reads the level of supported CONNECTs only', () => {
-  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 5, 0x02), props(), str('x')))), 5);
-  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 4, 0x03), str('x')))), 4);
-  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQIsdp', 3, 0x02), str('x')))), 3);
-  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 6, 0x02), str('x')))), null);
-  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQIsdp', 4, 0x02), str('x')))), null);
+  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 5, 0x02), props(), lenPrefixed('x')))), 5);
+  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 4, 0x03), lenPrefixed('x')))), 4);
+  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQIsdp', 3, 0x02), lenPrefixed('x')))), 3);
+  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQTT', 6, 0x02), lenPrefixed('x')))), null);
+  assert.equal(connectProtocolLevel(Buffer.from(pkt(0x10, connectHead('MQIsdp', 4, 0x02), lenPrefixed('x')))), null);
   assert.equal(connectProtocolLevel(Buffer.from([0x10, 0x02, 0x00, 0x04])), null);
   assert.equal(connectProtocolLevel(Buffer.from([0xc0, 0x00])), null);
 });
@@ -618,18 +602,18 @@ test('connectProtocolLevel reads the level of supported CONNECTs only', () => {
 test('checkFrame returns null for a valid frame and refuses every truncation of it', () => {
   // [frame bytes, connection state, shortest valid body length]
   const frames: [number[], 0 | 5, number][] = [
-    [pkt(0x10, connectHead('MQTT', 5, 0xe6), props([0x11, ...u32(1)], userProp('a', 'b')), str('id'), props([0x18, ...u32(1)]), str('w'), str('p'), str('u'), str('pw')), 0, Infinity],
+    [pkt(0x10, connectHead('MQTT', 5, 0xe6), props([0x11, ...u32(1)], userProp('a', 'b')), lenPrefixed('id'), props([0x18, ...u32(1)]), lenPrefixed('w'), lenPrefixed('p'), lenPrefixed('u'), lenPrefixed('pw')), 0, Infinity],
     // PUBLISH: a body cut right after the properties is a valid empty payload.
-    [pkt(0x32, str('t/1'), u16(1), props([0x23, 0, 1]), bytes('data')), 5, 5 + 2 + 4],
-    [pkt(0x82, u16(1), props([0x0b, 5]), str('a/#'), [0x01]), 5, Infinity],
-    [pkt(0xa2, u16(1), props(userProp('k', 'v')), str('a/#')), 5, Infinity],
+    [pkt(0x32, lenPrefixed('t/1'), u16(1), props([0x23, 0, 1]), bytes('data')), 5, 5 + 2 + 4],
+    [pkt(0x82, u16(1), props([0x0b, 5]), lenPrefixed('a/#'), [0x01]), 5, Infinity],
+    [pkt(0xa2, u16(1), props(userProp('k', 'v')), lenPrefixed('a/#')), 5, Infinity],
   ];
   for (const [i, [f, v, minValid]] of frames.entries()) {
     assert.equal(checkFrame(Buffer.from(f), v), null, `frame ${i} is valid`);
     // Cut the body short but keep the remaining length consistent with the frame.
     for (let n = 0; n < f.length - 2; n++) {
       const body = f.slice(2, 2 + n);
-      const cut = Buffer.from([f[0]!, ...vbi(body.length), ...body]);
+      const cut = Buffer.from([f[0]!, ...varint(body.length), ...body]);
       const r = checkFrame(cut, v);
       if (n >= minValid) {
         assert.equal(r, null, `frame ${i} cut to ${n} body bytes is still valid`);

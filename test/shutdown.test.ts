@@ -1,29 +1,21 @@
 // Graceful shutdown of the real `fleetmq` process (dist/src/cli/main.js) on SIGTERM and
 // SIGINT, and GET /status while it runs and while it stops.
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import mqtt, { type MqttClient } from 'mqtt';
 import mqttPacket, { type IDisconnectPacket, type Packet } from 'mqtt-packet';
-import { freePort } from './helpers/broker.js';
+import { canConnect, freePort } from './helpers/broker.js';
+import { CLI_MAIN, cleanEnv } from './helpers/cli.js';
 import { RawClient } from './helpers/raw-client.js';
+import { tempDir } from './helpers/tmp.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url)); // dist/src/cli/main.js
 const EXIT_BOUND_MS = 8000;
 
-let dir: string;
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fleetmq-shutdown-'));
-});
-after(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('fleetmq-shutdown-');
 
 // ---------------------------------------------------------------- process harness
 
@@ -44,26 +36,19 @@ after(() => {
   for (const c of running) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
 });
 
-/** The environment without FLEETMQ_* variables, so the caller's shell cannot change results. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FLEETMQ_')) env[k] = v;
-  return env;
-}
-
 let seq = 0;
 async function startCli(shutdownTimeoutMs = 5000): Promise<Cli> {
   const [mqttPort, httpPort, wsPort] = [await freePort(), await freePort(), await freePort()];
   const name = `shutdown-${process.pid}-${++seq}`;
-  const cfgPath = join(dir, `${name}.json`);
+  const cfgPath = tmp.file(`${name}.json`);
   writeFileSync(cfgPath, JSON.stringify({
-    node: { name, data_dir: dir, shutdown_timeout_ms: shutdownTimeoutMs },
+    node: { name, data_dir: tmp.path, shutdown_timeout_ms: shutdownTimeoutMs },
     log: { level: 'info' },
     listeners: { bind: '127.0.0.1', mqtt_port: mqttPort, http_port: httpPort, ws_port: wsPort, mqtts_port: 0, wss_port: 0 },
     mqtt: { sys_interval_ms: 0 },
   }));
-  const child = spawn(process.execPath, [MAIN, 'start', '--config', cfgPath], {
-    cwd: dir, env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'],
+  const child = spawn(process.execPath, [CLI_MAIN, 'start', '--config', cfgPath], {
+    cwd: tmp.path, env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'],
   });
   let text = '';
   let partial = '';
@@ -122,22 +107,6 @@ function exitWithin(cli: Cli, ms: number): Promise<{ code: number | null; signal
 async function getStatus(cli: Cli): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`http://127.0.0.1:${cli.httpPort}/status`, { signal: AbortSignal.timeout(3000) });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-/** true when a TCP connection is accepted, false when refused. */
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.createConnection({ port, host: '127.0.0.1' });
-    c.setTimeout(2000, () => {
-      c.destroy();
-      resolve(false);
-    });
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
 }
 
 /** A real client that remembers whether the server sent DISCONNECT and whether it closed. */

@@ -1,7 +1,7 @@
 // Transports and the management HTTP server, on real loopback sockets with ephemeral ports.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -16,6 +16,10 @@ import { startTlsListener } from '../src/transport/tls.js';
 import type { Listener, Transport, TransportHandlers } from '../src/transport/types.js';
 import { loadUws } from '../src/transport/uws.js';
 import { selectSubprotocol, startWsListener } from '../src/transport/ws.js';
+import { freePort, sleep, waitFor as poll } from './helpers/broker.js';
+import { selfSignedCert, signedCert } from './helpers/certs.js';
+import { tempDir } from './helpers/tmp.js';
+import { wsRefusal } from './helpers/ws.js';
 
 const HOST = '127.0.0.1';
 const T = { timeout: 20_000 };
@@ -35,17 +39,8 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+/** `poll` with this file's 5 s default. */
+const waitFor = (cond: () => boolean, what: string, ms = 5000): Promise<void> => poll(cond, what, ms);
 
 interface Accepted {
   t: Transport;
@@ -100,36 +95,11 @@ function readBytes(s: net.Socket, n: number): Promise<Buffer> {
   });
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, HOST, r));
-  const addr = srv.address();
-  await new Promise((r) => srv.close(r));
-  assert.ok(addr !== null && typeof addr === 'object');
-  return addr.port;
-}
-
 function wsConnect(url: string, protocols?: string[]): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const c = new WebSocket(url, protocols);
     c.once('open', () => resolve(c));
     c.once('error', reject);
-  });
-}
-
-/** Status of a refused upgrade. */
-function wsRefusal(url: string, protocols?: string[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const c = new WebSocket(url, protocols);
-    c.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      c.terminate();
-    });
-    c.once('open', () => {
-      c.terminate();
-      reject(new Error('upgrade unexpectedly accepted'));
-    });
-    c.once('error', () => {});
   });
 }
 
@@ -171,6 +141,17 @@ async function checkBackpressure(
   await waitFor(() => received() >= written, `all ${written} bytes at the peer`, 10_000);
   assert.equal(received(), written);
   assert.equal(a.drains, 1, 'drain fires once');
+}
+
+/** checkBackpressure towards the TCP / TLS client socket `c` (not reading yet) of the only accepted transport. */
+async function checkSocketBackpressure(accepted: Accepted[], c: net.Socket, hwm: number): Promise<void> {
+  c.pause();
+  await waitFor(() => accepted.length === 1, 'accept');
+  let received = 0;
+  c.on('data', (d: Buffer) => (received += d.length));
+  c.pause();
+  await checkBackpressure(accepted[0]!, hwm, () => c.resume(), () => received);
+  c.destroy();
 }
 
 // ---------------------------------------------------------------- uWS loading
@@ -253,14 +234,7 @@ describe('tcp', () => {
     const hwm = 32 * 1024;
     const r = recorder();
     const l = track(await startTcpListener({ name: 'mqtt-bp', bind: HOST, port: 0, log, onConnection: r.onConnection, highWaterMark: hwm }));
-    const c = net.connect(l.port, HOST);
-    c.pause();
-    await waitFor(() => r.accepted.length === 1, 'accept');
-    let received = 0;
-    c.on('data', (d: Buffer) => (received += d.length));
-    c.pause();
-    await checkBackpressure(r.accepted[0]!, hwm, () => c.resume(), () => received);
-    c.destroy();
+    await checkSocketBackpressure(r.accepted, net.connect(l.port, HOST), hwm);
     await l.close();
   });
 
@@ -306,23 +280,13 @@ describe('tcp', () => {
 // ---------------------------------------------------------------- TLS
 
 describe('tls', () => {
-  let dir = '';
-  const f = (n: string): string => join(dir, n);
+  const tmp = tempDir('fleetmq-tls-');
+  const f = tmp.file;
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'fleetmq-tls-'));
-    const ossl = (...args: string[]): void => {
-      execFileSync('openssl', args, { stdio: 'ignore' });
-    };
-    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1',
-      '-keyout', f('server.key'), '-out', f('server.crt'));
-    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=fleetmq test CA', '-days', '1',
-      '-keyout', f('ca.key'), '-out', f('ca.crt'));
-    ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=device-42', '-keyout', f('client.key'), '-out', f('client.csr'));
-    ossl('x509', '-req', '-in', f('client.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
-      '-days', '1', '-out', f('client.crt'));
-  });
-  after(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    // A self-signed server certificate; a CA (CN=fleetmq test CA) that signed only the client's.
+    selfSignedCert(tmp.path, 'server', 'localhost');
+    selfSignedCert(tmp.path, 'ca', 'fleetmq test CA');
+    signedCert(tmp.path, 'client', 'device-42');
   });
 
   const connect = (port: number, extra: tls.ConnectionOptions = {}): tls.TLSSocket =>
@@ -428,13 +392,7 @@ describe('tls', () => {
     }));
     const c = connect(l.port);
     await once(c, 'secureConnect');
-    c.pause();
-    await waitFor(() => r.accepted.length === 1, 'accept');
-    let received = 0;
-    c.on('data', (d: Buffer) => (received += d.length));
-    c.pause();
-    await checkBackpressure(r.accepted[0]!, hwm, () => c.resume(), () => received);
-    c.destroy();
+    await checkSocketBackpressure(r.accepted, c, hwm);
     await l.close();
   });
 });

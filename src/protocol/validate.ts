@@ -101,6 +101,15 @@ function tag(v5: boolean, t311: string, t5: string): string {
   return `[MQTT-${v5 ? t5 : t311}]`;
 }
 
+/** Packet Identifier at pos, which must be there and non-zero; `name` is the packet's. */
+function packetId(f: Buffer, pos: number, end: number, name: string, v5: boolean): number {
+  if (pos + 2 > end) return bad(MALFORMED, `${name} packet identifier cut short`);
+  if (f[pos] === 0 && f[pos + 1] === 0) {
+    return bad(PROTOCOL_ERROR, `${name} with packet identifier 0 ${tag(v5, '2.3.1-1', '2.2.1-3')}`);
+  }
+  return pos + 2;
+}
+
 /** UTF-8 Encoded String at pos (2-byte length prefix). */
 function utf8Field(f: Buffer, pos: number, end: number, what: string, v5: boolean): number {
   if (pos + 2 > end) return bad(MALFORMED, `${what}: packet cut short`);
@@ -441,10 +450,7 @@ function checkAck(f: Buffer, pos: number, end: number, type: number, v5: boolean
   const name = ACK_NAMES[type] ?? 'ack';
   const n = end - pos;
   if (!v5 && n !== 2) return fail(MALFORMED, `${name} remaining length must be 2, got ${n}`);
-  if (n < 2) return fail(MALFORMED, `${name} packet identifier cut short`);
-  if (f[pos] === 0 && f[pos + 1] === 0) {
-    return fail(PROTOCOL_ERROR, `${name} with packet identifier 0 ${tag(v5, '2.3.1-1', '2.2.1-3')}`);
-  }
+  if (packetId(f, pos, end, name, v5) < 0) return lastErr;
   if (n > 3) {
     const r = props(f, pos + 3, end, CTX_PUBACK);
     if (r < 0) return lastErr;
@@ -455,11 +461,8 @@ function checkAck(f: Buffer, pos: number, end: number, type: number, v5: boolean
 
 function checkSubscribe(f: Buffer, pos: number, end: number, version: ProtocolLevel): CheckError | null {
   const v5 = version === 5;
-  if (pos + 2 > end) return fail(MALFORMED, 'SUBSCRIBE packet identifier cut short');
-  if (f[pos] === 0 && f[pos + 1] === 0) {
-    return fail(PROTOCOL_ERROR, `SUBSCRIBE with packet identifier 0 ${tag(v5, '2.3.1-1', '2.2.1-3')}`);
-  }
-  pos += 2;
+  pos = packetId(f, pos, end, 'SUBSCRIBE', v5);
+  if (pos < 0) return lastErr;
   if (v5) {
     pos = props(f, pos, end, CTX_SUBSCRIBE);
     if (pos < 0) return lastErr;
@@ -483,11 +486,8 @@ function checkSubscribe(f: Buffer, pos: number, end: number, version: ProtocolLe
 }
 
 function checkUnsubscribe(f: Buffer, pos: number, end: number, v5: boolean): CheckError | null {
-  if (pos + 2 > end) return fail(MALFORMED, 'UNSUBSCRIBE packet identifier cut short');
-  if (f[pos] === 0 && f[pos + 1] === 0) {
-    return fail(PROTOCOL_ERROR, `UNSUBSCRIBE with packet identifier 0 ${tag(v5, '2.3.1-1', '2.2.1-3')}`);
-  }
-  pos += 2;
+  pos = packetId(f, pos, end, 'UNSUBSCRIBE', v5);
+  if (pos < 0) return lastErr;
   if (v5) {
     pos = props(f, pos, end, CTX_UNSUBSCRIBE);
     if (pos < 0) return lastErr;

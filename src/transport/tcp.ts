@@ -1,6 +1,7 @@
 // Plain TCP listener (node:net) and the Transport over a net.Socket, shared with tls.ts.
 import net from 'node:net';
 import type { Logger } from '../log/logger.js';
+import { CloseNotifier } from './close-notifier.js';
 import type { Listener, Transport, TransportHandlers, TransportKind } from './types.js';
 import { listenError } from './uws.js';
 
@@ -39,8 +40,7 @@ export class NetTransport implements Transport {
   private paused = false;
   private ending = false;
   private closed = false;
-  private closeNotified = false;
-  private pendingClose: boolean | null = null;
+  private readonly closing: CloseNotifier;
   private hadError = false;
   private endTimer: NodeJS.Timeout | null = null;
 
@@ -54,6 +54,7 @@ export class NetTransport implements Transport {
   ) {
     this.remoteAddress = normalizeAddress(socket.remoteAddress);
     this.hwm = Math.max(highWaterMark, socket.writableHighWaterMark);
+    this.closing = new CloseNotifier(kind, log, () => this.handlers);
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.hadError = true;
       this.log.debug('transport.error', { kind, remote: this.remoteAddress, code: err.code, err });
@@ -66,11 +67,11 @@ export class NetTransport implements Transport {
     socket.on('close', (hadError: boolean) => {
       this.closed = true;
       if (this.endTimer !== null) clearTimeout(this.endTimer);
-      this.notifyClose(hadError || this.hadError);
+      this.closing.notify(hadError || this.hadError);
     });
     if (socket.destroyed) {
       this.closed = true;
-      queueMicrotask(() => this.notifyClose(true));
+      queueMicrotask(() => this.closing.notify(true));
     }
   }
 
@@ -84,11 +85,7 @@ export class NetTransport implements Transport {
     // Adding a 'data' listener starts the flow unless pause() was called; be explicit.
     if (this.paused) this.socket.pause();
     else this.socket.resume();
-    if (this.pendingClose !== null) {
-      const had = this.pendingClose;
-      this.pendingClose = null;
-      queueMicrotask(() => this.notifyClose(had));
-    }
+    this.closing.handlersSet();
   }
 
   write(buf: Uint8Array): boolean {
@@ -134,20 +131,6 @@ export class NetTransport implements Transport {
   destroy(): void {
     if (this.socket.destroyed) return;
     this.socket.destroy();
-  }
-
-  private notifyClose(hadError: boolean): void {
-    if (this.closeNotified) return;
-    if (this.handlers === null) {
-      this.pendingClose = hadError;
-      return;
-    }
-    this.closeNotified = true;
-    try {
-      this.handlers.close(hadError);
-    } catch (err) {
-      this.log.error('transport.close_handler_failed', { kind: this.kind, err });
-    }
   }
 }
 
@@ -206,15 +189,27 @@ export function startTcpListener(opts: TcpListenerOptions): Promise<Listener> {
     keepAlive: opts.keepAlive ?? false,
     highWaterMark: hwm,
   });
-  server.on('connection', (socket: net.Socket) => {
-    socket.setNoDelay(true);
-    const t = new NetTransport(socket, 'tcp', null, hwm, opts.log, opts.endTimeoutMs);
-    try {
-      opts.onConnection(t);
-    } catch (err) {
-      opts.log.error('listener.on_connection_failed', { listener: opts.name, err });
-      socket.destroy();
-    }
-  });
+  server.on('connection', (socket: net.Socket) => acceptNetSocket(socket, 'tcp', null, hwm, opts));
   return listenNetServer(server, opts);
+}
+
+/**
+ * Hands an accepted TCP / TLS socket to `opts.onConnection` as a NetTransport (Nagle off);
+ * an onConnection that throws is logged and the socket destroyed.
+ */
+export function acceptNetSocket(
+  socket: net.Socket,
+  kind: TransportKind,
+  certCommonName: string | null,
+  hwm: number,
+  opts: Pick<TcpListenerOptions, 'name' | 'onConnection' | 'log' | 'endTimeoutMs'>,
+): void {
+  socket.setNoDelay(true);
+  const t = new NetTransport(socket, kind, certCommonName, hwm, opts.log, opts.endTimeoutMs);
+  try {
+    opts.onConnection(t);
+  } catch (err) {
+    opts.log.error('listener.on_connection_failed', { listener: opts.name, err });
+    socket.destroy();
+  }
 }

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import type { Listener } from './types.js';
-import { DEFAULT_HIGH_WATER_MARK, NetTransport, listenNetServer, type TcpListenerOptions } from './tcp.js';
+import { DEFAULT_HIGH_WATER_MARK, acceptNetSocket, listenNetServer, type TcpListenerOptions } from './tcp.js';
 import { codeError } from './uws.js';
 
 export interface TlsListenerOptions extends TcpListenerOptions {
@@ -71,16 +71,7 @@ export async function startTlsListener(opts: TlsListenerOptions): Promise<Listen
       err,
     });
   });
-  server.on('secureConnection', (socket: tls.TLSSocket) => {
-    socket.setNoDelay(true);
-    const t = new NetTransport(socket, 'tls', peerCommonName(socket), hwm, opts.log, opts.endTimeoutMs);
-    try {
-      opts.onConnection(t);
-    } catch (err) {
-      opts.log.error('listener.on_connection_failed', { listener: opts.name, err });
-      socket.destroy();
-    }
-  });
+  server.on('secureConnection', (socket: tls.TLSSocket) => acceptNetSocket(socket, 'tls', peerCommonName(socket), hwm, opts));
   return listenNetServer(server, opts);
 }
 

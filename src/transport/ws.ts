@@ -19,6 +19,7 @@
 // there are no drain events (polled every 50 ms) and close() does not run the close
 // callback (synthesized).
 import type { Logger } from '../log/logger.js';
+import { CloseNotifier } from './close-notifier.js';
 import type { Listener, Transport, TransportHandlers, TransportKind } from './types.js';
 import { DEFAULT_HIGH_WATER_MARK } from './tcp.js';
 import { readTlsFile } from './tls.js';
@@ -92,8 +93,7 @@ class WsTransport implements Transport {
   /** The uWS socket is closed: never touch `ws` again. */
   private gone = false;
   private byUs = false;
-  private closeNotified = false;
-  private pendingClose: boolean | null = null;
+  private readonly closing: CloseNotifier;
   private needDrain = false;
   private paused = false;
   private queue: Buffer[] = [];
@@ -113,6 +113,7 @@ class WsTransport implements Transport {
     private readonly hooks: WsHooks,
   ) {
     this.lowWater = Math.floor(hwm / 2);
+    this.closing = new CloseNotifier(kind, log, () => this.handlers);
   }
 
   setHandlers(h: TransportHandlers): void {
@@ -120,11 +121,7 @@ class WsTransport implements Transport {
     this.handlers = h;
     if (!first) return;
     if (this.queue.length > 0) this.scheduleFlush();
-    if (this.pendingClose !== null) {
-      const had = this.pendingClose;
-      this.pendingClose = null;
-      queueMicrotask(() => this.notifyClose(had));
-    }
+    this.closing.handlersSet();
   }
 
   write(buf: Uint8Array): boolean {
@@ -249,7 +246,7 @@ class WsTransport implements Transport {
     this.queuedBytes = 0;
     const hadError = !this.byUs && code !== 1000 && code !== 1001 && code !== 1005;
     // Deferred: end()/destroy() run the uWS close callback synchronously.
-    queueMicrotask(() => this.notifyClose(hadError));
+    queueMicrotask(() => this.closing.notify(hadError));
   }
 
   private stopDrainPoll(): void {
@@ -267,25 +264,11 @@ class WsTransport implements Transport {
   }
 
   private flush(): void {
-    while (this.handlers !== null && !this.paused && !this.closeNotified) {
+    while (this.handlers !== null && !this.paused && !this.closing.done) {
       const chunk = this.queue.shift();
       if (chunk === undefined) return;
       this.queuedBytes -= chunk.length;
       this.handlers.data(chunk);
-    }
-  }
-
-  private notifyClose(hadError: boolean): void {
-    if (this.closeNotified) return;
-    if (this.handlers === null) {
-      this.pendingClose = hadError;
-      return;
-    }
-    this.closeNotified = true;
-    try {
-      this.handlers.close(hadError);
-    } catch (err) {
-      this.log.error('transport.close_handler_failed', { kind: this.kind, err });
     }
   }
 }

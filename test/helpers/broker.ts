@@ -1,5 +1,5 @@
 // Test harness: a real fleetmq node in this process on free loopback ports.
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { DEFAULTS } from '../../src/config/defaults.js';
 import type { Config } from '../../src/config/types.js';
 import { Logger } from '../../src/log/logger.js';
@@ -80,4 +80,20 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 300
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** true when a TCP connection to 127.0.0.1:`port` is accepted (within 2 s), false otherwise. */
+export function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection({ port, host: '127.0.0.1' });
+    c.setTimeout(2000, () => {
+      c.destroy();
+      resolve(false);
+    });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
 }

@@ -1,8 +1,9 @@
 // A byte-level MQTT client for tests that need exact packets (malformed input, precise
 // flows). Decodes what the broker sends with mqtt-packet's parser.
+import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
-import type { Packet } from 'mqtt-packet';
+import type { IDisconnectPacket, ISubscription, Packet } from 'mqtt-packet';
 
 export class RawClient {
   private readonly queue: Packet[] = [];
@@ -108,4 +109,42 @@ export class RawClient {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+/** The next packet from the broker, asserted to be a `cmd` (fails when the connection closes first). */
+export async function expectPacket<C extends Packet['cmd']>(c: RawClient, cmd: C, timeoutMs = 3000): Promise<Extract<Packet, { cmd: C }>> {
+  const p = await c.next(timeoutMs);
+  assert.ok(p, `connection closed while waiting for ${cmd}`);
+  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${JSON.stringify(p)}`);
+  return p as Extract<Packet, { cmd: C }>;
+}
+
+/** Asserts that nothing arrives for `ms` (a bounded negative check). */
+export async function expectNothing(c: RawClient, ms = 300): Promise<void> {
+  const p = await c.next(ms).catch(() => 'none' as const);
+  assert.equal(p, 'none', `unexpected packet ${JSON.stringify(p)}`);
+}
+
+/** A DISCONNECT with reason `code`, then the broker closes the connection. */
+export async function expectDisconnect(c: RawClient, code: number): Promise<IDisconnectPacket> {
+  const d = await expectPacket(c, 'disconnect');
+  assert.equal(d.reasonCode, code, `DISCONNECT reason 0x${(d.reasonCode ?? 0).toString(16)}`);
+  await c.waitClose();
+  return d;
+}
+
+let subscribeId = 1;
+/** SUBSCRIBE with a fresh packet identifier; asserts the SUBACK carries it; returns the granted codes. */
+export async function rawSubscribe(c: RawClient, subs: ISubscription[], properties?: Record<string, unknown>): Promise<number[]> {
+  const messageId = subscribeId++;
+  c.send({ cmd: 'subscribe', messageId, subscriptions: subs, ...(properties ? { properties } : {}) } as Packet);
+  const ack = await expectPacket(c, 'suback');
+  assert.equal(ack.messageId, messageId, 'SUBACK carries the SUBSCRIBE packet identifier');
+  return ack.granted as number[];
+}
+
+/** A field of a decoded packet, by name (asserts that there is a packet). */
+export function field(p: Packet | null | undefined, name: string): unknown {
+  assert.ok(p, 'expected a packet, the connection closed');
+  return (p as unknown as Record<string, unknown>)[name];
 }
