@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a clone for `npm test` (run by `npm run test:all`), on Debian 12 or similar:
 #   1. installs the Debian packages the tests use, only those missing
-#      (mosquitto-clients, mosquitto, openssl): one `apt-get update`, `sudo` only when
+#      (mosquitto-clients, mosquitto, openssl, make, gcc): one `apt-get update`, `sudo` only when
 #      not root;
 #   2. installs the npm dependencies (`npm ci`, or `npm install` without a lockfile);
 #   3. builds (tsc).
@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'test-setup: %s\n' "$*" >&2; }
 
-PACKAGES=(mosquitto-clients mosquitto openssl)
+PACKAGES=(mosquitto-clients mosquitto openssl make gcc)
 
 # Is Debian package $1 installed? Without dpkg, look for the programs instead.
 have_package() {
@@ -68,4 +68,7 @@ if [ -f package-lock.json ]; then
 else
   npm install --no-audit --no-fund
 fi
+# The load tools keep their own dependencies (aedes, hdr-histogram-js) in bench/.
+npm --prefix bench ci --no-audit --no-fund
 npm run build
+make -s -C native-bench
