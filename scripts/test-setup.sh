@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a clone for `npm test` (run by `npm run test:all`), on Debian 12 or similar:
 #   1. installs the Debian packages the tests use, only those missing
-#      (mosquitto-clients, mosquitto, openssl, make, gcc): one `apt-get update`, `sudo` only when
+#      (mosquitto-clients, mosquitto, openssl, make, gcc, g++, python3): one `apt-get update`, `sudo` only when
 #      not root;
 #   2. installs the npm dependencies (`npm ci`, or `npm install` without a lockfile);
 #   3. builds (tsc).
@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'test-setup: %s\n' "$*" >&2; }
 
-PACKAGES=(mosquitto-clients mosquitto openssl make gcc)
+PACKAGES=(mosquitto-clients mosquitto openssl make gcc g++ python3)
 
 # Is Debian package $1 installed? Without dpkg, look for the programs instead.
 have_package() {
@@ -72,3 +72,5 @@ fi
 npm --prefix bench ci --no-audit --no-fund
 npm run build
 make -s -C native-bench
+# SO_REUSEPORT listening sockets for connection workers (N-API addon, built offline).
+bash native/reuseport/build.sh
