@@ -8,6 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { freePort, startBroker, type TestBroker } from './helpers/broker.js';
 import { killRunning, spawnBounded, type Run } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
+import {
+  PHASES, assertAttemptsAddUp, assertProgressFields, percentilesOrdered, type BenchEvent, type BenchResultBase,
+} from './helpers/bench-result.js';
 
 const CLI = fileURLToPath(new URL('../../bench/dist/cli.js', import.meta.url));
 const tmp = tempDir('fleetmq-bench-smoke-');
@@ -22,39 +25,8 @@ after(async () => {
   await broker.stop();
 });
 
-interface Event {
-  event: string;
-  phase?: string;
-  t?: number;
-  [k: string]: unknown;
-}
-
-interface Latency {
-  count: number;
-  min: number;
-  mean: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  max: number;
-}
-
-interface Result {
-  tool: string;
-  version: number;
-  scenario: string;
-  params: Record<string, unknown>;
-  started_at: string;
-  measure_s: number;
-  connections: { attempted: number; connected: number; refused: number; failed: number; dropped: number };
-  messages: { sent: number; received: number; expected: number; lost: number; skipped: number };
-  rates: { sent_per_s: number; received_per_s: number };
-  latency_us: Latency;
-  generator_cpu: { user_s: number; system_s: number; us_per_msg: number };
-  broker_rss_per_conn_bytes?: number;
-  errors: string[];
-}
+type Event = BenchEvent;
+type Result = BenchResultBase;
 
 interface BenchRun extends Run {
   result: Result;
@@ -84,8 +56,6 @@ async function bench(args: string[], timeoutMs = 20_000): Promise<BenchRun> {
 
 const base = (): string[] => ['-h', '127.0.0.1', '-p', String(broker.port), '-i', '0', '--duration', '1', '--warmup', '0.2', '--drain', '1'];
 
-const PHASES = ['connect', 'subscribe', 'warmup', 'measure', 'drain', 'done'];
-
 function assertContract(r: Result, scenario: string): void {
   assert.equal(r.tool, 'fleetmq-bench');
   assert.equal(r.version, 1);
@@ -102,10 +72,9 @@ function assertContract(r: Result, scenario: string): void {
   for (const k of ['count', 'min', 'mean', 'p50', 'p90', 'p99', 'p999', 'max'] as const) assert.equal(typeof r.latency_us[k], 'number', `latency_us.${k}`);
   for (const k of ['user_s', 'system_s', 'us_per_msg'] as const) assert.equal(typeof r.generator_cpu[k], 'number', `generator_cpu.${k}`);
   assert.ok(Array.isArray(r.errors));
-  const c = r.connections;
-  assert.equal(c.connected + c.refused + c.failed, c.attempted, 'every attempt is connected, refused or failed');
+  assertAttemptsAddUp(r.connections);
   const l = r.latency_us;
-  if (l.count > 0) assert.ok(l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, `percentiles ordered: ${JSON.stringify(l)}`);
+  if (l.count > 0) assert.ok(percentilesOrdered(l), `percentiles ordered: ${JSON.stringify(l)}`);
 }
 
 function assertPhases(events: Event[], expected = PHASES): void {
@@ -117,7 +86,7 @@ function assertPhases(events: Event[], expected = PHASES): void {
 function assertProgress(events: Event[]): void {
   const p = events.filter((e) => e.event === 'progress');
   assert.ok(p.length >= 1, 'at least one progress event');
-  for (const e of p) for (const k of ['t', 'connected', 'sent', 'received', 'sent_rate', 'recv_rate', 'p50_us', 'p99_us']) assert.equal(typeof e[k], 'number', `progress.${k}`);
+  for (const e of p) assertProgressFields(e);
 }
 
 /** A clean end-to-end run at a low fixed rate: nothing lost, counts consistent. */

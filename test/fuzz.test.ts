@@ -24,6 +24,7 @@ import { decodeFrame, encode, type Packet, type QoS } from '../src/protocol/code
 import { startBroker, waitFor, type TestBroker } from './helpers/broker.js';
 import { frame, varintBuffer } from './helpers/packets.js';
 import { RawClient } from './helpers/raw-client.js';
+import { mulberry32 } from './helpers/prng.js';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? 0x5eed_f00d) >>> 0;
 const FUZZ_FRAMES = Number(process.env['FUZZ_FRAMES'] ?? 100_000);
@@ -32,18 +33,6 @@ const FRAMES_PER_CONN = 20;
 const SOCKET_PARALLEL = 10;
 
 // ---------------------------------------------------------------- PRNG
-
-/** mulberry32: small, fast, good enough for fuzzing. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;

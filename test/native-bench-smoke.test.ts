@@ -11,32 +11,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startBroker, type TestBroker } from './helpers/broker.js';
+import {
+  PHASES, assertAttemptsAddUp, assertProgressFields, percentilesOrdered, type BenchEvent, type BenchResultBase,
+  type LatencySummary,
+} from './helpers/bench-result.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/test -> repo root
 const NB_DIR = join(ROOT, 'native-bench');
 const BIN = join(NB_DIR, 'fleetmq-nbench');
 const T = { timeout: 20_000 };
-const PHASES = ['connect', 'subscribe', 'warmup', 'measure', 'drain', 'done'];
 
-interface Result {
-  tool: string;
-  version: number;
-  scenario: string;
-  params: Record<string, unknown>;
-  started_at: string;
-  measure_s: number;
-  connections: { attempted: number; connected: number; refused: number; failed: number; dropped: number };
-  messages: { sent: number; received: number; expected: number; lost: number; skipped: number };
-  rates: { sent_per_s: number; received_per_s: number };
-  latency_us: Summary;
-  connect_us: Summary;
-  generator_cpu: { user_s: number; system_s: number; us_per_msg: number };
-  errors: string[];
+interface Result extends BenchResultBase {
+  connect_us: LatencySummary;
   broker_rss?: { before_bytes: number; after_bytes: number };
-  broker_rss_per_conn_bytes?: number;
 }
-interface Summary { count: number; min: number; mean: number; p50: number; p90: number; p99: number; p999: number; max: number }
-interface Event { event: string; phase?: string; t?: number; message?: string; [k: string]: unknown }
+type Event = BenchEvent;
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; result: Result | null; events: Event[]; ms: number }
 
 let dir = '';
@@ -101,12 +90,10 @@ function checkShape(r: Run, scenario: string): Result {
   assert.equal(res.connect_us.count, res.connections.connected, 'one connect time per connection');
   for (const k of ['user_s', 'system_s', 'us_per_msg'] as const) assert.ok(res.generator_cpu[k] >= 0, `generator_cpu.${k}`);
   assert.ok(Array.isArray(res.errors));
-  const c = res.connections;
-  assert.equal(c.connected + c.refused + c.failed, c.attempted, 'every attempt is connected, refused or failed');
+  assertAttemptsAddUp(res.connections);
   for (const l of [res.latency_us, res.connect_us]) {
     if (l.count === 0) continue;
-    assert.ok(l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max,
-      `percentiles in order: ${JSON.stringify(l)}`);
+    assert.ok(percentilesOrdered(l), `percentiles in order: ${JSON.stringify(l)}`);
     assert.ok(l.mean >= l.min && l.mean <= l.max);
   }
   assert.equal(res.messages.lost, Math.max(0, res.messages.expected - res.messages.received));
@@ -118,11 +105,7 @@ function checkShape(r: Run, scenario: string): Result {
   const phases = r.events.filter((e) => e.event === 'phase');
   assert.deepEqual(phases.map((e) => e.phase), PHASES, r.stderr);
   for (let i = 1; i < phases.length; i++) assert.ok((phases[i]!.t ?? -1) >= (phases[i - 1]!.t ?? 0));
-  for (const p of r.events.filter((e) => e.event === 'progress')) {
-    for (const k of ['t', 'connected', 'sent', 'received', 'sent_rate', 'recv_rate', 'p50_us', 'p99_us']) {
-      assert.equal(typeof p[k], 'number', `progress.${k}`);
-    }
-  }
+  for (const p of r.events.filter((e) => e.event === 'progress')) assertProgressFields(p);
   return res;
 }
 

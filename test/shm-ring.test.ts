@@ -10,21 +10,10 @@ import {
   RingConsumer, RingProducer, ShmError, createRing, decodeRouteOp, encodeRouteOp, maxRecordBytes,
   recordSize, ringStats, routeOpByteLength, tryWriteRouteOp, type RouteOp,
 } from '../src/shm/index.js';
+import { mulberry32 as prng } from './helpers/prng.js';
 
 // ---------------------------------------------------------------------------------------
 // Seeded records, generated identically in the producer thread and the verifying thread.
-
-/** mulberry32: a small seeded PRNG (32-bit state), uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Length of the next record: tiny, medium, large, and the two edges (0 and max). */
 function nextLength(rnd: () => number, max: number): number {

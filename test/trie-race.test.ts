@@ -22,23 +22,13 @@ import assert from 'node:assert/strict';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { parseShare, topicMatches } from '../src/protocol/topic.js';
 import { TrieReader, TrieWriter, type TrieBuffers, type TrieMatch, type TrieReaderStats } from '../src/trie/index.js';
+import { mulberry32 as prng } from './helpers/prng.js';
 
 const SEED = Number(process.env.TRIE_RACE_SEED ?? 0x5eed);
 const OPS = 1_200_000;
 const TIME_LIMIT_MS = 8_000;
 const STABLE_ROUTE = 1;
 const CHURN_ROUTE = 10_000;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const NUMS = Array.from({ length: 120 }, (_, i) => `n${i}`);
 const LEVELS = ['a', 'b', 'c', '', '$s', 'é', '日', ...NUMS.slice(0, 8)];

@@ -7,18 +7,7 @@ import assert from 'node:assert/strict';
 import { parseShare, topicMatches } from '../src/protocol/topic.js';
 import { TrieReader, TrieWriter, type TrieMatch } from '../src/trie/index.js';
 import { READER_BASE, READER_STRIDE, R_COUNTER } from '../src/trie/layout.js';
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as prng } from './helpers/prng.js';
 
 // Levels: empty, '$' ones (the [MQTT-4.7.2-1] rule), Latin-1 and wide (UTF-16) characters.
 const LEVELS = ['a', 'b', 'c', 'ab', '', '$SYS', '$x', 'é', '日本', '😀', 'a-b', 'sport'];

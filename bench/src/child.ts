@@ -4,7 +4,7 @@
 import { addEncoded, encode, newHist } from './hist.js';
 import type { Options } from './options.js';
 import { rootSlice } from './plan.js';
-import { addCounters, zeroCounters, type Counters, type Down, type Up } from './proto.js';
+import { sumLatest, type Counters, type Down, type Up } from './proto.js';
 import { Barrier, LocalGroup, mergeResults, type Unit } from './units.js';
 
 export async function runChild(o: Options): Promise<number> {
@@ -27,8 +27,7 @@ export async function runChild(o: Options): Promise<number> {
   let limitSent = false;
 
   const sendStats = (): void => {
-    let c = zeroCounters();
-    for (const u of units) c = addCounters(c, latest.get(u) ?? { ...zeroCounters(), pubDone: 0 });
+    const c = sumLatest(units, latest);
     up({ t: 'stats', c, ih: encode(ihist), err: [...errDelta] });
     ihist.reset();
     errDelta.clear();

@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { addEncoded, newHist, summary } from './hist.js';
 import { E2E, toArgs, type Options } from './options.js';
 import { connections, rootSlice, splitProcesses, splitWorkers, type Slice } from './plan.js';
-import { addCounters, zeroCounters, type Counters, type Down, type UnitResult, type Up } from './proto.js';
+import { sumLatest, type Counters, type Down, type UnitResult, type Up } from './proto.js';
 import { markdown, type BenchResult } from './result.js';
 import { Barrier, ChildUnit, LocalGroup, mergeResults, type Unit } from './units.js';
 
@@ -139,11 +139,7 @@ export async function runDriver(o: Options): Promise<number> {
   let limitResolve: () => void = () => {};
   const limitReached = new Promise<void>((r) => (limitResolve = r));
 
-  const total = (): Counters => {
-    let c = zeroCounters();
-    for (const u of units) c = addCounters(c, latest.get(u) ?? { ...zeroCounters(), pubDone: 0 });
-    return c;
-  };
+  const total = (): Counters => sumLatest(units, latest);
 
   for (const u of units) {
     u.onMessage = (m: Up): void => {

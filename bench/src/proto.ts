@@ -38,6 +38,13 @@ export function addCounters(a: Counters, b: Counters): Counters {
   return r;
 }
 
+/** The sum of each unit's latest counters; a unit not heard from yet counts as a publisher not done. */
+export function sumLatest<U>(units: Iterable<U>, latest: ReadonlyMap<U, Counters>): Counters {
+  let c = zeroCounters();
+  for (const u of units) c = addCounters(c, latest.get(u) ?? { ...zeroCounters(), pubDone: 0 });
+  return c;
+}
+
 export type Down =
   | { t: 'connect'; t0: number }
   | { t: 'subscribe' }

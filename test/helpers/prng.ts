@@ -1,0 +1,14 @@
+// Seeded PRNG shared by the randomized tests (fuzz, trie, trie-race, shm-ring).
+// bench/src/trie.ts keeps its own copy: bench/ cannot import from test/.
+
+/** mulberry32: a small seeded PRNG (32-bit state), uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
