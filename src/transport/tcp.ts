@@ -90,12 +90,26 @@ export class NetTransport implements Transport {
 
   write(buf: Uint8Array): boolean {
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return false;
+    // Packets written to one socket in the same tick leave in one writev: cork on the
+    // first, uncork once the current batch of events is handled.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
     this.socket.write(buf);
     if (this.socket.writableLength > this.hwm) {
       this.needDrain = true;
       return false;
     }
     return true;
+  }
+
+  private corked = false;
+
+  uncork(): void {
+    this.corked = false;
+    if (!this.socket.destroyed) this.socket.uncork();
   }
 
   bufferedBytes(): number {
@@ -212,4 +226,8 @@ export function acceptNetSocket(
     opts.log.error('listener.on_connection_failed', { listener: opts.name, err });
     socket.destroy();
   }
+}
+
+function uncork(t: NetTransport): void {
+  t.uncork();
 }
