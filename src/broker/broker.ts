@@ -178,7 +178,7 @@ export class Broker {
   /** The will's topic was authorized at CONNECT; its expiry is relative until now. */
   private publishWill(m: Message): void {
     this.counters.willsPublished++;
-    this.publish(m.expiresAt === 0 ? m : { ...m, expiresAt: Date.now() + m.expiresAt });
+    this.received(m.expiresAt === 0 ? m : { ...m, expiresAt: Date.now() + m.expiresAt });
   }
 
   // ---- subscriptions --------------------------------------------------------------
@@ -201,9 +201,16 @@ export class Broker {
 
   // ---- routing --------------------------------------------------------------------
 
-  /** Publishes a message (from a client, a will, or the broker). Returns the number of deliveries. */
-  publish(m: Message): number {
+  /** A message that came from a client (PUBLISH or will): counted, then routed. */
+  received(m: Message): number {
     this.counters.messagesReceived++;
+    const n = this.publish(m);
+    if (n === 0) this.counters.droppedNoSubscribers++;
+    return n;
+  }
+
+  /** Routes a message: client messages and wills come through received(), $SYS calls it directly. Returns the number of deliveries. */
+  publish(m: Message): number {
     if (m.retain && this.cfg.mqtt.retain_available) {
       this.retained.set(m);
       this.counters.retainedStored = this.retained.size;
@@ -246,7 +253,6 @@ export class Broker {
     if (groups !== null) {
       for (const g of groups as SharedMatch[]) if (this.deliverShared(m, g.group, g.filter, g.members)) n++;
     }
-    if (n === 0) this.counters.droppedNoSubscribers++;
     return n;
   }
 

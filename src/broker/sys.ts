@@ -44,7 +44,5 @@ export class SysPublisher {
         props: undefined, expiresAt: 0, from: '',
       });
     }
-    // $SYS traffic is not client traffic.
-    c.messagesReceived -= values.length;
   }
 }

@@ -55,7 +55,7 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
       props: v5 && props ? pickMessageProps(props, p.userPropertyPairs) : undefined,
       expiresAt: v5 && props?.messageExpiryInterval ? Date.now() + props.messageExpiryInterval * 1000 : 0,
     };
-    const n = b.publish(m);
+    const n = b.received(m);
     if (n === 0 && v5) code = 0x10; // No matching subscribers
   }
   if (p.qos === 0) return;
