@@ -2,6 +2,7 @@
 // outbound path (inflight window, write buffer, topic aliases, maximum packet size).
 import { Framer } from '../protocol/framer.js';
 import { decodeFrame, encode, type Packet } from '../protocol/codec.js';
+import { connackCodeV3 } from '../protocol/reason-codes.js';
 import { encodePublish, type PublishFields, type PublishProps } from '../protocol/publish.js';
 import type { Transport } from '../transport/types.js';
 import type { Broker } from './broker.js';
@@ -186,7 +187,7 @@ export class ClientConnection {
       if (reason) props['reasonString'] = reason;
       this.send({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: props } as Packet);
     } else {
-      this.send({ cmd: 'connack', sessionPresent: false, returnCode: v3ReturnCode(code) } as Packet);
+      this.send({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) } as Packet);
     }
     this.close();
   }
@@ -402,16 +403,5 @@ function connectLevelByte(frame: Buffer): number {
   if (pos + 2 > frame.length) return -1;
   const at = pos + 2 + ((frame[pos]! << 8) | frame[pos + 1]!); // after the protocol name
   return at < frame.length ? frame[at]! : -1;
-}
-
-export function v3ReturnCode(code: number): number {
-  switch (code) {
-    case 0: return 0;
-    case 0x84: return 1;
-    case 0x85: return 2;
-    case 0x86: return 4;
-    case 0x87: return 5;
-    default: return 3;
-  }
 }
 
