@@ -271,16 +271,11 @@ export class ClientConnection {
     const s = this.session;
     if (!s || this.state !== 'connected') return;
     if (d.qos === 0) {
-      if (s.queue.length > 0 || this.writeBlocked) {
-        // QoS 0 behind a full write buffer is dropped (counted), never buffered without bound.
-        if (this.writeBlocked) {
-          this.broker.counters.droppedWriteBuffer++;
-          return;
-        }
-        this.broker.enqueue(s, d);
-        return;
-      }
-      this.writePublish(d, 0, false);
+      // QoS 0 behind a full write buffer is dropped (counted), never buffered without
+      // bound; behind queued messages it waits its turn to keep the order.
+      if (this.writeBlocked) this.broker.counters.droppedWriteBuffer++;
+      else if (s.queue.length > 0) this.broker.enqueue(s, d);
+      else this.writePublish(d, 0, false);
       return;
     }
     if (s.queue.length > 0 || s.inflight.size >= this.clientReceiveMax || this.writeBlocked) {
