@@ -405,9 +405,9 @@ describe('shipped files', () => {
     expected.mqtt.deny_subscribe = ['test/nosubscribe'];
     assert.deepEqual(cfg, expected);
     const doc = JSON.parse(readFileSync(new URL('deploy/fleetmq.example.json', ROOT), 'utf8')) as Record<string, Record<string, unknown>>;
-    // Every option but the two host-dependent defaults is written out.
+    // Every option but the three host-dependent defaults is written out.
     const written = leafPaths(doc).sort();
-    const all = OPTIONS.map((o) => o.path).filter((p) => p !== 'node.name' && p !== 'node.max_connections');
+    const all = OPTIONS.map((o) => o.path).filter((p) => p !== 'node.name' && p !== 'node.max_connections' && p !== 'node.workers');
     assert.deepEqual(written, all.sort());
   });
 

@@ -89,9 +89,9 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
   async function roundTrip(kind: 'tls' | 'ws' | 'wss', version: 4 | 5): Promise<void> {
     const id = `${kind}-rt-${version}`;
     const c = await connectMqtt(urls()[kind], { protocolVersion: version, clientId: id, ca, rejectUnauthorized: true });
-    const conn = [...b.node.broker.connections].find((x) => x.clientId === id);
-    assert.equal(conn?.transport.kind, kind);
-    assert.equal(conn?.version, version);
+    const conn = (await b.clients()).find((x) => x.clientId === id);
+    assert.equal(conn?.transport, kind);
+    assert.equal(conn?.protocol, version);
     const got = messages(c);
     const topic = `rt/${kind}/${version}`;
     await c.subscribeAsync(topic, { qos: 2 });
@@ -170,11 +170,11 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
 
   test('[v3.1.1 MQTT-6.0.0-1/3] [v5 MQTT-6.0.0-1/3] no "mqtt" subprotocol or a wrong path is refused; a text frame closes the connection', T, async () => {
     const base = `ws://127.0.0.1:${b.wsPort}`;
-    const accepted = b.node.broker.counters.connectionsAccepted;
+    const accepted = b.counters.connectionsAccepted;
     assert.equal(await wsRefusal(`${base}/mqtt`), 400);
     assert.equal(await wsRefusal(`${base}/mqtt`, ['chat']), 400);
     assert.equal(await wsRefusal(`${base}/other`, ['mqtt']), 404);
-    assert.equal(b.node.broker.counters.connectionsAccepted, accepted, 'refused upgrades never reach the broker');
+    assert.equal(b.counters.connectionsAccepted, accepted, 'refused upgrades never reach the broker');
 
     const c = await WsMqtt.open(`${base}/mqtt`, 4);
     c.ws.send(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'ws-text', keepalive: 30 }, 4));
@@ -183,7 +183,7 @@ describe('listeners: TLS, WebSocket and WSS carry MQTT end to end', () => {
     const closed = new Promise<number>((r) => c.ws.once('close', (code: number) => r(code)));
     c.ws.send('not binary'); // text frame
     await closed;
-    await waitFor(() => !b.node.broker.sessions.has('ws-text'), 'session gone');
+    await waitFor(async () => (await b.session('ws-text')) === null, 'session gone');
   });
 });
 
@@ -204,7 +204,7 @@ describe('write backpressure towards a client that stops reading', () => {
   /** Sends `n` PUBLISH packets from a raw 3.1.1 client in big writes; waits until the broker routed them. */
   async function flood(topic: string, n: number, qos: 0 | 1): Promise<void> {
     const { c } = await clients.rawConnect(b.port, 4, { clientId: `flood-${topic}` });
-    const received = b.node.broker.counters.messagesReceived;
+    const received = b.counters.messagesReceived;
     const batch: Buffer[] = [];
     for (let i = 0; i < n; i++) {
       const payload = Buffer.from(PAYLOAD);
@@ -213,15 +213,54 @@ describe('write backpressure towards a client that stops reading', () => {
       if (batch.length === 500) c.sendRaw(Buffer.concat(batch.splice(0)));
     }
     if (batch.length) c.sendRaw(Buffer.concat(batch));
-    await waitFor(() => b.node.broker.counters.messagesReceived - received >= n, `${n} messages routed`, 20_000);
+    await waitFor(() => b.counters.messagesReceived - received >= n, `${n} messages routed`, 20_000);
     c.destroy();
   }
 
-  const bufferedOf = (clientId: string): number =>
-    [...b.node.broker.connections].find((x) => x.clientId === clientId)?.transport.bufferedBytes() ?? -1;
+  /**
+   * Waits until every one of `n` flooded QoS 0 messages was either written to the subscriber
+   * or dropped at its write buffer (delivery may trail routing when it is on another worker).
+   */
+  async function writtenAndDropped(sent0: number, dropped0: number, n: number): Promise<{ written: number; dropped: number }> {
+    const ctr = b.counters;
+    const now = () => ({ written: ctr.messagesSent - sent0, dropped: ctr.droppedWriteBuffer - dropped0 });
+    await waitFor(() => now().written + now().dropped >= n, `${n} messages written or dropped`, 10_000);
+    return now();
+  }
+
+  /**
+   * Samples the broker-side write buffer (unsent transport bytes) of `clientId` every few ms
+   * until `stop()`, which takes one last sample and resolves to the largest value seen and
+   * how many samples found the connection.
+   */
+  function sampleBuffered(clientId: string): { stop(): Promise<{ max: number; seen: number }> } {
+    let running = true;
+    let max = 0;
+    let seen = 0;
+    const sample = async (): Promise<void> => {
+      const conn = (await b.clients()).find((x) => x.clientId === clientId);
+      if (!conn) return;
+      seen++;
+      max = Math.max(max, conn.bufferedBytes);
+    };
+    const loop = (async () => {
+      while (running) {
+        await sample();
+        await sleep(2);
+      }
+    })();
+    return {
+      async stop() {
+        running = false;
+        await loop;
+        await sample();
+        return { max, seen };
+      },
+    };
+  }
 
   test('[v3.1.1 §4.3.1] QoS 0: past max_write_buffer messages are dropped (droppedWriteBuffer); buffers stay bounded; the rest arrives after resume', T, async () => {
-    const ctr = b.node.broker.counters;
+    const ctr = b.counters;
     const { c: sub } = await clients.rawConnect(b.port, 4, { clientId: 'bp-q0' });
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'bp/q0', qos: 0 }] } as Packet);
     assert.deepEqual(field(await sub.next(), 'granted'), [0]);
@@ -229,19 +268,21 @@ describe('write backpressure towards a client that stops reading', () => {
     const dropped0 = ctr.droppedWriteBuffer;
     const sent0 = ctr.messagesSent;
     const N = 20_000;
-    let maxBuffered = 0;
-    const probe = setInterval(() => (maxBuffered = Math.max(maxBuffered, bufferedOf('bp-q0'))), 1);
+    // Sample while the flood is routed and delivered (delivery may trail routing on another worker).
+    const sampler = sampleBuffered('bp-q0');
+    let counts: { written: number; dropped: number };
+    let buffered: { max: number; seen: number };
     try {
       await flood('bp/q0', N, 0);
+      counts = await writtenAndDropped(sent0, dropped0, N);
     } finally {
-      clearInterval(probe);
+      buffered = await sampler.stop();
     }
-    maxBuffered = Math.max(maxBuffered, bufferedOf('bp-q0'));
-    const dropped = ctr.droppedWriteBuffer - dropped0;
-    const written = ctr.messagesSent - sent0;
+    const { written, dropped } = counts;
     assert.ok(dropped > 0, 'some messages were dropped at the write buffer');
     assert.equal(written + dropped, N, 'every message was either written or dropped (counted)');
-    assert.ok(maxBuffered <= MAX_WRITE + 2 * 1024, `write buffer bounded: ${maxBuffered}`);
+    assert.ok(buffered.seen > 0, 'the subscriber connection was sampled');
+    assert.ok(buffered.max <= MAX_WRITE + 2 * 1024, `write buffer bounded: ${buffered.max}`);
     const bound = MAX_QUEUED * (PAYLOAD.length + 'bp/q0'.length);
     assert.ok(ctr.queuedBytes <= bound, `queuedBytes ${ctr.queuedBytes}`);
     assert.ok(ctr.queuedBytesPeak <= bound, `queuedBytesPeak ${ctr.queuedBytesPeak}`);
@@ -265,7 +306,7 @@ describe('write backpressure towards a client that stops reading', () => {
   });
 
   test('[v3.1.1 §4.3.1] [v3.1.1 MQTT-6.0.0-2] QoS 0 over WebSocket: a subscriber that stops reading is bounded by max_write_buffer too', T, async () => {
-    const ctr = b.node.broker.counters;
+    const ctr = b.counters;
     const c = await WsMqtt.open(`ws://127.0.0.1:${b.wsPort}/mqtt`, 4);
     c.ws.send(Buffer.concat([
       gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'bp-ws', keepalive: 60 }, 4),
@@ -277,18 +318,21 @@ describe('write backpressure towards a client that stops reading', () => {
     const dropped0 = ctr.droppedWriteBuffer;
     const sent0 = ctr.messagesSent;
     const N = 20_000;
-    let maxBuffered = 0;
-    const probe = setInterval(() => (maxBuffered = Math.max(maxBuffered, bufferedOf('bp-ws'))), 1);
+    // Sample while the flood is routed and delivered (delivery may trail routing on another worker).
+    const sampler = sampleBuffered('bp-ws');
+    let counts: { written: number; dropped: number };
+    let buffered: { max: number; seen: number };
     try {
       await flood('bp/ws', N, 0);
+      counts = await writtenAndDropped(sent0, dropped0, N);
     } finally {
-      clearInterval(probe);
+      buffered = await sampler.stop();
     }
-    const dropped = ctr.droppedWriteBuffer - dropped0;
-    const written = ctr.messagesSent - sent0;
+    const { written, dropped } = counts;
     assert.ok(dropped > 0, 'some messages were dropped at the write buffer');
     assert.equal(written + dropped, N);
-    assert.ok(maxBuffered <= MAX_WRITE + 2 * 1024, `write buffer bounded: ${maxBuffered}`);
+    assert.ok(buffered.seen > 0, 'the subscriber connection was sampled');
+    assert.ok(buffered.max <= MAX_WRITE + 2 * 1024, `write buffer bounded: ${buffered.max}`);
     tcp.resume();
     await waitFor(() => c.packets.filter((p) => p.cmd === 'publish').length === written, 'kept messages after resume', 10_000);
     const seq = c.packets.filter((p) => p.cmd === 'publish').map((p) => (field(p, 'payload') as Buffer).readUInt32BE(0));
@@ -297,7 +341,7 @@ describe('write backpressure towards a client that stops reading', () => {
   });
 
   test('[v3.1.1 MQTT-4.6.0-6] QoS 1: inflight window + max_queued_messages bound the session; droppedQueueFull counted; kept messages arrive in order', T, async () => {
-    const ctr = b.node.broker.counters;
+    const ctr = b.counters;
     const WINDOW = b.cfg.mqtt.max_inflight; // 3.1.1 clients get the configured window
     const { c: sub } = await clients.rawConnect(b.port, 4, { clientId: 'bp-q1' });
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'bp/q1', qos: 1 }] } as Packet);
@@ -306,8 +350,12 @@ describe('write backpressure towards a client that stops reading', () => {
     const full0 = ctr.droppedQueueFull;
     const N = 5000;
     await flood('bp/q1', N, 1);
-    const session = b.node.broker.sessions.get('bp-q1')!;
-    assert.equal(session.inflight.size, WINDOW);
+    // Routed is not yet delivered when the subscriber's session lives on another worker:
+    // the last delivery drops the oldest queued message, so wait for the final drop count.
+    await waitFor(() => ctr.droppedQueueFull - full0 >= N - WINDOW - MAX_QUEUED, 'every message delivered to bp-q1', 10_000);
+    const session = await b.session('bp-q1');
+    assert.ok(session, 'session of bp-q1');
+    assert.equal(session.inflight.length, WINDOW);
     assert.equal(session.queue.length, MAX_QUEUED);
     assert.equal(ctr.droppedQueueFull - full0, N - WINDOW - MAX_QUEUED);
     const bound = MAX_QUEUED * (PAYLOAD.length + 'bp/q1'.length);
@@ -331,7 +379,10 @@ describe('write backpressure towards a client that stops reading', () => {
     ];
     assert.deepEqual(seq, expected);
     assert.equal(await sub.next(300).then(() => 'extra', () => 'none'), 'none');
-    await waitFor(() => session.inflight.size === 0 && session.queue.length === 0, 'session drained');
+    await waitFor(async () => {
+      const s = await b.session('bp-q1');
+      return s?.inflight.length === 0 && s.queue.length === 0;
+    }, 'session drained');
     assert.equal(ctr.queuedBytes, 0);
     sub.destroy();
   });
@@ -357,8 +408,8 @@ describe('write backpressure: max_write_buffer below the transport high-water ma
     const { c: p } = await clients.rawConnect(b.port, 4, { clientId: 'small-wb-pub' });
     const one = gen({ cmd: 'publish', topic: 'swb/x', payload: Buffer.alloc(1024, 0x62), qos: 0, retain: false, dup: false }, 4);
     p.sendRaw(Buffer.concat(Array.from({ length: N }, () => one)));
-    const session = () => b.node.broker.sessions.get(id);
-    await waitFor(() => session()?.queue.length === N, 'offline queue filled', 10_000);
+    const queued = async (): Promise<number | undefined> => (await b.session(id))?.queue.length;
+    await waitFor(async () => (await queued()) === N, 'offline queue filled', 10_000);
 
     ({ c } = await clients.rawConnect(b.port, 4, { clientId: id, clean: false }));
     let got = 0;
@@ -368,7 +419,7 @@ describe('write backpressure: max_write_buffer below the transport high-water ma
       if (x.cmd === 'publish') got++;
       if (got === N) break;
     }
-    assert.equal(session()?.queue.length, 0, 'nothing left behind in the session queue');
+    assert.equal(await queued(), 0, 'nothing left behind in the session queue');
     assert.equal(got, N);
     c.destroy();
     p.destroy();

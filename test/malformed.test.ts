@@ -120,7 +120,7 @@ async function expectDropped(
   } as Partial<Packet>);
   try {
     assert.equal(connack.cmd, 'connack');
-    const before = b.node.broker.counters[counter];
+    const before = b.counters[counter];
     const will = obs.message(willTopic);
     c.sendRaw(raw);
     const got = await c.drainUntilClose(3000);
@@ -131,9 +131,9 @@ async function expectDropped(
     } else {
       assert.deepEqual(got.map((p) => p.cmd), [], '3.1.1: a plain close');
     }
-    assert.equal(b.node.broker.counters[counter], before + 1, `${counter} incremented`);
+    assert.equal(b.counters[counter], before + 1, `${counter} incremented`);
     assert.equal((await will).toString(), 'gone', 'will published after the server closed the connection');
-    await waitFor(() => !b.node.broker.sessions.has(id), 'the bad session to end');
+    await waitFor(async () => (await b.session(id)) === null, 'the bad session to end');
     await obs.stillServed();
   } finally {
     c.destroy();
@@ -184,15 +184,15 @@ for (const { v, label } of VERSIONS) {
       const { c } = await RawClient.connected(b.port, v, {
         clientId: id, will: { topic: willTopic, payload: Buffer.from('cut'), qos: 1, retain: false },
       } as Partial<Packet>);
-      const before = b.node.broker.connections.size;
+      const before = b.connectionCount();
       const will = obs.message(willTopic);
       // Header says 10 bytes; only 4 follow before the client half-closes.
       c.sendRaw([0x30, 10, 0x00, 0x03, 0x61, 0x62]);
       c.end();
       await c.waitClose(3000);
       assert.equal((await will).toString(), 'cut');
-      await waitFor(() => b.node.broker.connections.size === before - 1, 'the connection to be released');
-      assert.equal(b.node.broker.sessions.has(id), false);
+      await waitFor(() => b.connectionCount() === before - 1, 'the connection to be released');
+      await waitFor(async () => (await b.session(id)) === null, 'the session to end');
       await obs.stillServed();
     });
 
@@ -347,9 +347,9 @@ for (const { v, label } of VERSIONS) {
       // Only the fixed header and the start of the topic are ever sent: had the broker
       // waited for the declared body, no close would come.
       const head = Buffer.from([0x30, ...varint(declared), ...u16(10), ...Buffer.from('mal/')]);
-      const rx0 = b.node.broker.counters.bytesReceived;
+      const rx0 = b.counters.bytesReceived;
       await expectDropped(obs, head, 0x95);
-      assert.ok(b.node.broker.counters.bytesReceived - rx0 < declared);
+      assert.ok(b.counters.bytesReceived - rx0 < declared);
     });
 
     test(`[${label} ${v5 ? 'MQTT-3.2.2-15' : T_VIOLATION}] largest encodable remaining length (268,435,455) → ${outcome(0x95)} at once`, async () => {
@@ -391,7 +391,7 @@ for (const { v, label } of VERSIONS) {
 describe('before CONNACK: a malformed first packet', () => {
   for (const { v, label } of VERSIONS) {
     test(`[${label} ${v === 5 ? 'MQTT-4.13.1-1' : 'MQTT-4.8.0-1'}] CONNECT and a malformed packet in one write: CONNACK first, then ${v === 5 ? 'DISCONNECT 0x81' : 'a plain close'}`, async () => {
-      const before = b.node.broker.counters.malformedPackets;
+      const before = b.counters.malformedPackets;
       const c = await RawClient.open(b.port, v);
       try {
         const connect = frame(0x10, lenPrefixed('MQTT'), [v, 0x02, 0, 60], noProps(v), lenPrefixed(`mal-${v}-pipelined`));
@@ -400,31 +400,31 @@ describe('before CONNACK: a malformed first packet', () => {
         const got = await c.drainUntilClose(3000);
         assert.deepEqual(got.map((p) => p.cmd), v === 5 ? ['connack', 'disconnect'] : ['connack']);
         if (v === 5) assert.equal((got[1] as IDisconnectPacket).reasonCode, 0x81);
-        assert.equal(b.node.broker.counters.malformedPackets, before + 1);
+        assert.equal(b.counters.malformedPackets, before + 1);
       } finally {
         c.destroy();
       }
     });
 
     test(`[${label} ${v === 5 ? 'MQTT-3.1.4-1, MQTT-3.14.0-1' : 'MQTT-3.1.4-1'}] broken remaining length as the first bytes → closed with no CONNACK/DISCONNECT`, async () => {
-      const before = b.node.broker.counters.malformedPackets;
+      const before = b.counters.malformedPackets;
       const c = await RawClient.open(b.port, v);
       try {
         c.sendRaw([0x10, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert.deepEqual((await c.drainUntilClose(3000)).map((p) => p.cmd), []);
-        assert.equal(b.node.broker.counters.malformedPackets, before + 1);
+        assert.equal(b.counters.malformedPackets, before + 1);
       } finally {
         c.destroy();
       }
     });
 
     test(`[${label} MQTT-3.1.4-1] CONNECT above max_packet_size → closed with no packet`, async () => {
-      const before = b.node.broker.counters.malformedPackets;
+      const before = b.counters.malformedPackets;
       const c = await RawClient.open(b.port, v);
       try {
         c.sendRaw([0x10, ...varint(MAX_PACKET * 4), ...lenPrefixed('MQTT'), v]);
         assert.deepEqual((await c.drainUntilClose(3000)).map((p) => p.cmd), []);
-        assert.equal(b.node.broker.counters.malformedPackets, before + 1);
+        assert.equal(b.counters.malformedPackets, before + 1);
       } finally {
         c.destroy();
       }

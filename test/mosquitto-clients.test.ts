@@ -44,7 +44,7 @@ async function sub(b: TestBroker, v: Version, id: string, filter: string, args: 
   const p = mosquittoSub(b.port, ['-V', v, '-i', id, '-t', filter, '-W', '8', ...args], TOOL_MS);
   let exited: Run | null = null;
   void p.done.then((r) => (exited = r));
-  await waitFor(() => exited !== null || b.node.broker.sessions.get(id)?.subscriptions.has(filter) === true,
+  await waitFor(async () => exited !== null || (await b.session(id))?.subscriptions.some((x) => x.key === filter) === true,
     `mosquitto_sub ${id} subscribed to ${filter}`, 5000);
   assert.equal(exited, null, `mosquitto_sub ${id} exited early: ${JSON.stringify(exited)}`);
   return p;
@@ -100,7 +100,7 @@ describe('mosquitto_pub / mosquitto_sub', () => {
       assert.deepEqual(lines(later.stdout), [`${topic}|kept ${s}|1|1`]);
       // An empty retained message clears it [MQTT-3.3.1-10/11 v3.1.1, 3.3.1-6/7 v5].
       await pub(b, v, ['-i', `rc-${s}`, '-r', '-n', '-t', topic]);
-      await waitFor(() => b.node.broker.retainedFor(topic).length === 0, 'retained message cleared');
+      await waitFor(async () => (await b.retained(topic)).length === 0, 'retained message cleared');
     });
   }
 
@@ -112,18 +112,18 @@ describe('mosquitto_pub / mosquitto_sub', () => {
       const s = SHORT[v];
       const willTopic = `mosq/${s}/will`;
       const watcher = await sub(b, v, `ww-${s}`, willTopic, ['-q', '1', '-C', '1', '-F', FMT]);
-      const wills = b.node.broker.counters.willsPublished;
+      const wills = b.counters.willsPublished;
       // A clean exit (DISCONNECT) discards the will.
       await pub(b, v, ['-i', `wc-${s}`, '-t', `mosq/${s}/other`, '-m', 'x',
         '--will-topic', willTopic, '--will-payload', 'clean exit', '--will-qos', '1']);
       // A client that dies: its will is published.
       const doomed = await sub(b, v, `wd-${s}`, `mosq/${s}/idle`, ['--will-topic', willTopic, '--will-payload', `gone ${s}`, '--will-qos', '1']);
-      assert.equal(b.node.broker.sessions.get(`wd-${s}`)?.conn?.will?.topic, willTopic);
+      assert.equal((await b.session(`wd-${s}`))?.conn?.willTopic, willTopic);
       doomed.proc.kill('SIGKILL');
       const w = await watcher.done;
       assert.equal(w.code, 0, w.stderr);
       assert.deepEqual(lines(w.stdout), [`${willTopic}|gone ${s}|1|0`]);
-      assert.equal(b.node.broker.counters.willsPublished - wills, 1);
+      assert.equal(b.counters.willsPublished - wills, 1);
       assert.equal((await doomed.done).signal, 'SIGKILL');
     });
   }
@@ -170,7 +170,7 @@ describe('mosquitto_pub / mosquitto_sub', () => {
       assert.match(r.stderr, /All subscription requests were denied/);
       assert.equal(r.stdout, '');
       assert.ok(Date.now() - started < 7000, 'exited on the refusal, not the -W timeout');
-      await waitFor(() => !b.node.broker.sessions.has(`deny-${s}`), 'refused subscriber gone');
+      await waitFor(async () => (await b.session(`deny-${s}`)) === null, 'refused subscriber gone');
       // A permitted filter next to it still works.
       const ok = await sub(b, v, `deny-ok-${s}`, `test/${s}/allowed`, ['-C', '1', '-F', FMT]);
       await pub(b, v, ['-t', `test/${s}/allowed`, '-m', 'fine']);
@@ -199,9 +199,9 @@ describe('mosquitto clients with -u / -P against a password file', () => {
     test(`${tag[v]} -V ${v}: the right -u/-P logs in; a wrong password or none is refused`, T, async () => {
       const s = SHORT[v];
       const topic = `auth/${s}`;
-      const failures = b.node.broker.counters.authFailures;
+      const failures = b.counters.authFailures;
       const ok = await sub(b, v, `au-${s}`, topic, ['-u', 'mosq', '-P', 'mosq-pw', '-q', '1', '-C', '1', '-F', FMT]);
-      assert.equal(b.node.broker.sessions.get(`au-${s}`)?.conn?.username, 'mosq');
+      assert.equal((await b.session(`au-${s}`))?.conn?.username, 'mosq');
       await pub(b, v, ['-i', `ap-${s}`, '-u', 'mosq', '-P', 'mosq-pw', '-q', '1', '-t', topic, '-m', 'authed']);
       assert.deepEqual(lines((await ok.done).stdout), [`${topic}|authed|1|0`]);
 
@@ -211,7 +211,7 @@ describe('mosquitto clients with -u / -P against a password file', () => {
       const none = await pub(b, v, ['-i', `an-${s}`, '-t', topic, '-m', 'x'], true);
       assert.notEqual(none.code, 0);
       assert.match(none.stderr, /not authori[sz]ed/i);
-      assert.equal(b.node.broker.counters.authFailures - failures, 2);
+      assert.equal(b.counters.authFailures - failures, 2);
     });
   }
 });

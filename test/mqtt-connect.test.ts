@@ -70,7 +70,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const { client, connack } = await mqConnect(b.url, { protocolVersion: 3, protocolId: 'MQIsdp', clientId: id });
     track(client);
     assert.equal(connack.returnCode, 0);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.version, 3);
+    assert.equal((await b.session(id))?.conn?.protocol, 3);
     await client.subscribeAsync(topic, { qos: 1 });
     const got = new Promise<Buffer>((r) => client.once('message', (_t, p) => r(p)));
     await client.publishAsync(topic, 'hello 3.1', { qos: 1 });
@@ -83,14 +83,14 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const { c } = await rawConnected(b, 4);
     c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as Packet);
     assert.equal((await c.next())?.cmd, 'suback');
-    const before = b.node.broker.counters.connectionsAccepted;
+    const before = b.counters.connectionsAccepted;
     const r = await mosquittoPub(b.port, ['-V', 'mqttv31', '-t', topic, '-m', 'from-31', '-q', '1']);
     assert.equal(r.code, 0, r.stderr);
     const p = (await c.next()) as IPublishPacket;
     assert.equal(p.cmd, 'publish');
     assert.equal(p.topic, topic);
     assert.equal(p.payload.toString(), 'from-31');
-    assert.ok(b.node.broker.counters.connectionsAccepted > before);
+    assert.ok(b.counters.connectionsAccepted > before);
   });
 
   test('[v3.1.1 MQTT-3.1.2-1] [v3.1.1 MQTT-3.1.2-2] MQTT/4 is accepted (MQTT.js and mosquitto_pub)', T, async () => {
@@ -99,7 +99,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     track(client);
     assert.equal(connack.returnCode, 0);
     assert.equal(connack.sessionPresent, false);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.version, 4);
+    assert.equal((await b.session(id))?.conn?.protocol, 4);
     await client.endAsync();
     const r = await mosquittoPub(b.port, ['-V', 'mqttv311', '-t', uid('t/m311'), '-m', 'x']);
     assert.equal(r.code, 0, r.stderr);
@@ -110,14 +110,14 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const { client, connack } = await mqConnect(b.url, { protocolVersion: 5, clientId: id });
     track(client);
     assert.equal(connack.reasonCode, 0);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.version, 5);
+    assert.equal((await b.session(id))?.conn?.protocol, 5);
     await client.endAsync();
     const r = await mosquittoPub(b.port, ['-V', 'mqttv5', '-t', uid('t/m5'), '-m', 'x']);
     assert.equal(r.code, 0, r.stderr);
   });
 
   test('[v5 MQTT-3.1.2-2] unsupported level 6: CONNACK 0x84 in 5.0 format, then close', T, async () => {
-    const refused = b.node.broker.counters.connectionsRefused;
+    const refused = b.counters.connectionsRefused;
     const got = await exchange(b.port, connectFrame('MQTT', 6, 0x02, lenPrefixed(uid('l6'))));
     // A 5.0 CONNACK: flags 0, reason 0x84, a property block (remaining length > 2).
     assert.deepEqual([got[0], got[2], got[3]], [0x20, 0x00, 0x84], got.toString('hex'));
@@ -125,7 +125,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const ack = parse5(got);
     assert.equal(ack?.cmd, 'connack');
     assert.equal((ack as IConnackPacket).reasonCode, 0x84);
-    assert.equal(b.node.broker.counters.connectionsRefused, refused + 1);
+    assert.equal(b.counters.connectionsRefused, refused + 1);
   });
 
   test('[v3.1.1 MQTT-3.1.2-2] unsupported level (MQTT/3, MQIsdp/4): CONNACK return code 1, then close', T, async () => {
@@ -140,18 +140,18 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const got = await exchange(b.port, connectFrame('MQTX', 4, 0x02, lenPrefixed(id)));
     // Either nothing or a refusing CONNACK (return code 1 here); never an accepting one.
     assert.ok(got.length === 0 || (got[0] === 0x20 && got[3] !== 0x00), got.toString('hex'));
-    assert.equal(b.node.broker.sessions.has(id), false);
+    assert.equal(await b.session(id), null);
   });
 
   // ---------------------------------------------------------------- reserved flag
 
   test('[v3.1.1 MQTT-3.1.2-3] [v5 MQTT-3.1.2-3] reserved connect flag set: closed without CONNACK 0', T, async () => {
     for (const level of [4, 5]) {
-      const malformed = b.node.broker.counters.malformedPackets;
+      const malformed = b.counters.malformedPackets;
       const got = await exchange(b.port, connectFrame('MQTT', level, 0x03, lenPrefixed(uid('rsv'))));
       // No accepting CONNACK; the connection is closed.
       assert.equal(got.length === 0 || got[3] !== 0x00, true, `level ${level}: ${got.toString('hex')}`);
-      assert.equal(b.node.broker.counters.malformedPackets, malformed + 1, `level ${level}`);
+      assert.equal(b.counters.malformedPackets, malformed + 1, `level ${level}`);
     }
     // The same CONNECT with the flag clear is accepted (the test bytes are right).
     const ok = await RawClient.open(b.port, 4);
@@ -176,13 +176,13 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
   });
 
   test('[v3.1.1 MQTT-3.1.3-6] empty client id with clean session 1: accepted with a unique assigned id', T, async () => {
-    const before = new Set(b.node.broker.sessions.keys());
+    const before = new Set(await b.sessionIds());
     const a = await rawConnected(b, 4, { clientId: '', clean: true });
     const c = await rawConnected(b, 4, { clientId: '', clean: true });
     assert.equal((a.connack as IConnackPacket).returnCode, 0);
     assert.equal((c.connack as IConnackPacket).returnCode, 0);
     assert.equal((a.connack as IConnackPacket).sessionPresent, false);
-    const added = [...b.node.broker.sessions.keys()].filter((k) => !before.has(k));
+    const added = (await b.sessionIds()).filter((k) => !before.has(k));
     assert.equal(added.length, 2, 'two distinct sessions');
     assert.ok(added.every((k) => k.length > 0));
     // It works like any client: subscribe and receive.
@@ -207,7 +207,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     assert.equal(typeof assigned, 'string');
     assert.ok((assigned as string).length > 0);
     // The session really is under that id.
-    assert.equal(b.node.broker.sessions.get(assigned as string)?.conn?.version, 5);
+    assert.equal((await b.session(assigned as string))?.conn?.protocol, 5);
     c.destroy();
     // A client that sends its own id gets no assigned one.
     const own = await rawConnected(b, 5, { clientId: uid('own') });
@@ -216,7 +216,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const m = await mqConnect(b.url, { protocolVersion: 5, clientId: '' });
     track(m.client);
     const mAssigned = m.connack.properties?.assignedClientIdentifier;
-    assert.ok(mAssigned && b.node.broker.sessions.has(mAssigned));
+    assert.ok(mAssigned && (await b.session(mAssigned)) !== null);
     assert.notEqual(mAssigned, assigned);
     await m.client.endAsync();
   });
@@ -236,7 +236,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const ack = (await c.next()) as IConnackPacket;
     assert.equal(ack.cmd, 'connack');
     assert.equal(ack.reasonCode, 0);
-    assert.ok(b.node.broker.sessions.has(id));
+    assert.ok((await b.session(id)) !== null);
     c.destroy();
   });
 
@@ -250,7 +250,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     c.sendRaw(connectFrame('MQTT', 4, 0x82, [...lenPrefixed(id), ...lenPrefixed('alice')]));
     const ack = (await c.next()) as IConnackPacket;
     assert.equal(ack.returnCode, 0);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.username, 'alice');
+    assert.equal((await b.session(id))?.conn?.username, 'alice');
     c.destroy();
   });
 
@@ -282,11 +282,11 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     const id = uid('twice4');
     const { c, connack } = await rawConnected(b, 4, { clientId: id });
     assert.equal((connack as IConnackPacket).returnCode, 0);
-    const errs = b.node.broker.counters.protocolErrors;
+    const errs = b.counters.protocolErrors;
     c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: id, keepalive: 60 } as Packet);
     const rest = await c.drainUntilClose(3000);
     assert.deepEqual(rest.map((p) => p.cmd), []);
-    assert.equal(b.node.broker.counters.protocolErrors, errs + 1);
+    assert.equal(b.counters.protocolErrors, errs + 1);
   });
 
   test('[v5 MQTT-3.1.0-2] second CONNECT: DISCONNECT 0x82, then closed', T, async () => {
@@ -343,7 +343,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     assert.equal(got.length, 1);
     assert.equal(got[0]?.cmd, 'connack');
     assert.equal((got[0] as IConnackPacket).reasonCode, 0x8c);
-    assert.equal(b.node.broker.sessions.has(id), false);
+    assert.equal(await b.session(id), null);
   });
 
   test('[v5 MQTT-4.12.0-7] AUTH without an agreed method: DISCONNECT 0x82, then close', T, async () => {
@@ -364,12 +364,12 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
   }
 
   test('[v3.1.1 MQTT-3.1.2-24] keep alive 1 s and silence: closed after 1.5 s (not before 1 s)', T, async () => {
-    const n = b.node.broker.counters.keepaliveTimeouts;
+    const n = b.counters.keepaliveTimeouts;
     const { dt, packets } = await keepaliveClose(4);
     assert.ok(dt >= 1000, `closed after only ${dt} ms`);
     assert.ok(dt < 3500, `closed after ${dt} ms`);
     assert.deepEqual(packets, [], '3.1.1 has no server DISCONNECT');
-    assert.equal(b.node.broker.counters.keepaliveTimeouts, n + 1);
+    assert.equal(b.counters.keepaliveTimeouts, n + 1);
   });
 
   test('[v5 MQTT-3.1.2-22] keep alive 1 s and silence: DISCONNECT 0x8D after 1.5 s (not before 1 s)', T, async () => {
@@ -404,7 +404,7 @@ describe('CONNECT on a default broker (connect_timeout_ms 300)', () => {
     client.on('close', () => (closed = true));
     await sleep(2500);
     assert.equal(closed, false);
-    assert.ok(b.node.broker.sessions.get(id)?.conn);
+    assert.ok((await b.session(id))?.conn);
     await client.endAsync();
   });
 });
@@ -440,7 +440,7 @@ describe('CONNACK on a restricted broker', () => {
     const id = uid('ska');
     const { c, connack } = await rawConnected(b, 5, { clientId: id, keepalive: 60 });
     assert.equal((connack as IConnackPacket).properties?.serverKeepAlive, 5);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.keepalive, 5);
+    assert.equal((await b.session(id))?.conn?.keepalive, 5);
     c.destroy();
     // Below the maximum: the client's value stands and no Server Keep Alive is sent.
     const low = await rawConnected(b, 5, { clientId: uid('ska-low'), keepalive: 3 });
@@ -458,9 +458,9 @@ describe('CONNACK on a restricted broker', () => {
     const { c, connack } = await rawConnected(b, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal((connack as IConnackPacket).properties?.sessionExpiryInterval, 1);
     c.destroy();
-    await waitFor(() => b.node.broker.sessions.get(id)?.conn == null, 'offline');
-    assert.ok(b.node.broker.sessions.has(id), 'kept for the (capped) interval');
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session expired after 1 s', 3000);
+    await waitFor(async () => (await b.session(id))?.conn == null, 'offline');
+    assert.ok((await b.session(id)) !== null, 'kept for the (capped) interval');
+    await waitFor(async () => (await b.session(id)) === null, 'session expired after 1 s', 3000);
     // Within the limit: no Session Expiry Interval in the CONNACK.
     const low = await rawConnected(b, 5, { clientId: uid('sx-low'), properties: { sessionExpiryInterval: 1 } });
     assert.equal((low.connack as IConnackPacket).properties?.sessionExpiryInterval, undefined);
@@ -484,7 +484,7 @@ describe('CONNACK on a restricted broker', () => {
     } as Packet);
     const got = await c.drainUntilClose(3000);
     assert.deepEqual(got.map((p) => [p.cmd, (p as IConnackPacket).reasonCode]), [['connack', 0x9b]]);
-    assert.equal(b.node.broker.sessions.has(id), false);
+    assert.equal(await b.session(id), null);
   });
 
   test('[v5 MQTT-3.2.2-13] Will Retain with retain unavailable: CONNACK 0x9A, then close', T, async () => {
@@ -496,7 +496,7 @@ describe('CONNACK on a restricted broker', () => {
     } as Packet);
     const got = await c.drainUntilClose(3000);
     assert.deepEqual(got.map((p) => [p.cmd, (p as IConnackPacket).reasonCode]), [['connack', 0x9a]]);
-    assert.equal(b.node.broker.sessions.has(id), false);
+    assert.equal(await b.session(id), null);
   });
 });
 

@@ -5,6 +5,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
+import type { SessionInfo } from '../src/runtime/probe.js';
 import { waitFor, type TestBroker } from './helpers/broker.js';
 import { inbox, trackClients, uid, VERSIONS } from './helpers/clients.js';
 import { mosquittoPub, mosquittoSub, type Proc, type Run } from './helpers/mosquitto.js';
@@ -23,8 +24,25 @@ function mosqPub(b: TestBroker, mosq: string, topic: string, msg: string, qos: n
 async function mosqSub(b: TestBroker, mosq: string, topic: string, qos: number, count: number): Promise<Proc> {
   const id = uid('msub');
   const p = mosquittoSub(b.port, ['-V', mosq, '-i', id, '-t', topic, '-q', String(qos), '-C', String(count), '-F', '%t|%p|%q|%r']);
-  await waitFor(() => (b.node.broker.sessions.get(id)?.subscriptions.size ?? 0) > 0, 'mosquitto_sub subscription', 5000);
+  await waitFor(async () => ((await b.session(id))?.subscriptions.length ?? 0) > 0, 'mosquitto_sub subscription', 5000);
   return p; // a Proc, not a bare promise: an async function returning a promise would wait for it
+}
+
+/** A snapshot of session `id`, which must exist. */
+async function sessionOf(b: TestBroker, id: string): Promise<SessionInfo> {
+  const s = await b.session(id);
+  assert.ok(s, `session ${id}`);
+  return s;
+}
+
+/** The id of the (one) session holding a subscription to `filter`. */
+async function subscriberOf(b: TestBroker, filter: string): Promise<string> {
+  const found: string[] = [];
+  for (const id of await b.sessionIds()) {
+    if ((await b.session(id))?.subscriptions.some((x) => x.key === filter)) found.push(id);
+  }
+  assert.equal(found.length, 1, `one session subscribed to ${filter}: ${found.join(', ')}`);
+  return found[0]!;
 }
 
 // ---------------------------------------------------------------------------------
@@ -178,13 +196,12 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       const rec = await expectPacket(c, 'pubrec');
       assert.equal(rec.messageId, 0x0203);
       if (v5) assert.equal(rec.reasonCode ?? 0, 0);
-      const s = b.node.broker.sessions.get(id)!;
-      assert.ok(s.inboundQos2.has(0x0203), 'identifier held until PUBREL');
+      assert.ok((await sessionOf(b, id)).inboundQos2.includes(0x0203), 'identifier held until PUBREL');
       c.send({ cmd: 'pubrel', messageId: 0x0203 } as Packet);
       const comp = await expectPacket(c, 'pubcomp');
       assert.equal(comp.messageId, 0x0203);
       if (v5) assert.equal(comp.reasonCode ?? 0, 0, 'known identifier → Success');
-      assert.equal(s.inboundQos2.has(0x0203), false, 'identifier released by PUBREL');
+      assert.equal((await sessionOf(b, id)).inboundQos2.includes(0x0203), false, 'identifier released by PUBREL');
       const got = await expectPacket(sub, 'publish');
       assert.equal(got.payload.toString(), 'two');
       assert.equal(got.qos, 2);
@@ -253,10 +270,10 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       assert.equal(got.qos, 1);
       assert.equal(got.dup, false);
       assert.ok((got.messageId ?? 0) > 0);
-      const s = [...b.node.broker.sessions.values()].find((x) => x.subscriptions.has(topic))!;
-      assert.equal(s.inflight.size, 1, 'unacknowledged until PUBACK');
+      const s = await subscriberOf(b, topic);
+      assert.equal((await sessionOf(b, s)).inflight.length, 1, 'unacknowledged until PUBACK');
       sub.send({ cmd: 'puback', messageId: got.messageId } as Packet);
-      await waitFor(() => s.inflight.size === 0, 'inflight released by PUBACK');
+      await waitFor(async () => (await sessionOf(b, s)).inflight.length === 0, 'inflight released by PUBACK');
     });
 
     test(`[${tag} ${v5 ? 'MQTT-4.3.3-2 MQTT-4.3.3-4 MQTT-4.3.3-5' : 'MQTT-4.3.3-1'}] outbound QoS 2: PUBLISH → PUBREC → PUBREL (same id) → PUBCOMP`, T, async () => {
@@ -270,14 +287,14 @@ describe('acknowledgement flows byte by byte (RawClient)', () => {
       assert.equal(got.dup, false);
       const id = got.messageId!;
       assert.ok(id > 0);
-      const s = [...b.node.broker.sessions.values()].find((x) => x.subscriptions.has(topic))!;
+      const s = await subscriberOf(b, topic);
       sub.send({ cmd: 'pubrec', messageId: id } as Packet);
       const rel = await expectPacket(sub, 'pubrel');
       assert.equal(rel.messageId, id);
       if (v5) assert.equal(rel.reasonCode ?? 0, 0);
-      assert.equal(s.inflight.get(id)?.state, 'pubrel', 'PUBREL unacknowledged until PUBCOMP');
+      assert.equal((await sessionOf(b, s)).inflight.find((e) => e.id === id)?.state, 'pubrel', 'PUBREL unacknowledged until PUBCOMP');
       sub.send({ cmd: 'pubcomp', messageId: id } as Packet);
-      await waitFor(() => s.inflight.size === 0, 'inflight released by PUBCOMP');
+      await waitFor(async () => (await sessionOf(b, s)).inflight.length === 0, 'inflight released by PUBCOMP');
       await expectNothing(sub, 200);
     });
 

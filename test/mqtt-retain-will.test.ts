@@ -61,7 +61,7 @@ function kill(c: MqttClient): void {
   c.stream.destroy();
 }
 
-const gone = (b: TestBroker, id: string) => () => !b.node.broker.sessions.get(id)?.conn;
+const gone = (b: TestBroker, id: string) => async () => !(await b.session(id))?.conn;
 
 // ---------------------------------------------------------------------------------
 describe('retained messages', () => {
@@ -87,7 +87,7 @@ describe('retained messages', () => {
       assert.deepEqual((await retainedOn(b, v, topic)).map((m) => m.payload.toString()), ['two'], 'RETAIN=0 neither stores nor removes');
       await p.publishAsync(topic, '', { qos: 1, retain: true });
       assert.deepEqual(await retainedOn(b, v, topic), [], 'an empty retained payload clears the topic');
-      assert.equal(b.node.broker.retained.match(topic, Date.now()).length, 0, 'and is not stored');
+      await waitFor(async () => (await b.retained(topic)).length === 0, 'the cleared topic is not stored');
 
       // The live subscriber saw all four, the empty one included (processed normally).
       const seen: string[] = [];
@@ -169,7 +169,7 @@ describe('retained messages', () => {
     // A 3.1.1 subscriber gets the live one too (no expiry property in 3.1.1).
     const v3 = await retainedOn(b, 4, `${base}/#`);
     assert.deepEqual(v3.map((m) => m.topic), [`${base}/long`]);
-    assert.equal(b.node.broker.retained.match(`${base}/short`, Date.now()).length, 0);
+    assert.equal((await b.retained(`${base}/short`)).length, 0);
     await p.publishAsync(`${base}/long`, '', { retain: true });
   });
 
@@ -200,20 +200,20 @@ describe('will messages', () => {
       const topic = uid('will/abnormal');
       const w = await watcher(b, v, topic);
       const id = uid('dies');
-      const before = b.node.broker.counters.willsPublished;
+      const before = b.counters.willsPublished;
       const c = await client(b, v, { clientId: id, will: willOpts(topic, 'gone', 1) });
       kill(c);
       await waitFor(() => w.got.some((g) => g.topic === topic), 'will');
       const got = await w.settle();
       assert.equal(got.length, 1, 'exactly one will');
       assert.deepEqual([got[0]!.payload, got[0]!.qos, got[0]!.retain], ['gone', 1, false]);
-      assert.equal(b.node.broker.counters.willsPublished, before + 1);
+      assert.equal(b.counters.willsPublished, before + 1);
     });
 
     test(`[${tag} ${v5 ? 'MQTT-3.14.4-3 MQTT-3.1.2-10' : 'MQTT-3.14.4-3 MQTT-3.1.2-10'}] no will after a normal DISCONNECT (MQTT.js and mosquitto_pub)`, T, async () => {
       const topic = uid('will/normal');
       const w = await watcher(b, v, topic);
-      const before = b.node.broker.counters.willsPublished;
+      const before = b.counters.willsPublished;
       const id = uid('polite');
       const c = await client(b, v, { clientId: id, will: willOpts(topic, 'should not appear', 1) });
       await c.endAsync();
@@ -221,9 +221,9 @@ describe('will messages', () => {
       const r = await mosquittoPub(b.port, ['-V', mosq, '-t', uid('will/other'), '-m', 'hi',
         '--will-topic', topic, '--will-payload', 'mosquitto will', '--will-qos', '1'], 5000);
       assert.equal(r.code, 0);
-      await waitFor(() => [...b.node.broker.connections].every((x) => !x.clientId.startsWith('mosq')), 'mosquitto_pub gone');
+      await waitFor(async () => (await b.clients()).every((x) => !x.clientId.startsWith('mosq')), 'mosquitto_pub gone');
       assert.deepEqual(await w.settle(), []);
-      assert.equal(b.node.broker.counters.willsPublished, before);
+      assert.equal(b.counters.willsPublished, before);
     });
 
     test(`[${tag} ${v5 ? 'MQTT-3.1.2-15' : 'MQTT-3.1.2-17'}] will QoS 2 + retain: live subscribers get it at QoS 2, later subscribers get the retained will`, T, async () => {
@@ -306,7 +306,7 @@ describe('will messages', () => {
     assert.deepEqual(await w.settle(), [], 'not published at the close');
     await waitFor(() => w.got.some((g) => g.topic === topic), 'delayed will', 4000);
     assert.ok(Date.now() - t0 >= 700, `published ${Date.now() - t0} ms after the close, not before the delay`);
-    assert.ok(b.node.broker.sessions.has(id), 'the session lives on');
+    assert.ok((await b.session(id)) !== null, 'the session lives on');
     assert.deepEqual((await w.settle()).map((g) => g.payload), ['late']);
   });
 
@@ -314,7 +314,7 @@ describe('will messages', () => {
     const topic = uid('will/cancel');
     const w = await watcher(b, 5, topic, 1);
     const id = uid('comesback');
-    const before = b.node.broker.counters.willsPublished;
+    const before = b.counters.willsPublished;
     const c = await client(b, 5, {
       clientId: id, clean: false, properties: { sessionExpiryInterval: 10 },
       will: willOpts(topic, 'must not appear', 1, false, { willDelayInterval: 1 }),
@@ -325,19 +325,19 @@ describe('will messages', () => {
     assert.equal(again.connected, true);
     await sleep(1500);
     assert.deepEqual(await w.settle(), []);
-    assert.equal(b.node.broker.counters.willsPublished, before);
+    assert.equal(b.counters.willsPublished, before);
     // A later normal end of this session publishes nothing either.
     await again.endAsync(false, { reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session ended');
+    await waitFor(async () => (await b.session(id)) === null, 'session ended');
     assert.deepEqual(await w.settle(), []);
-    assert.equal(b.node.broker.counters.willsPublished, before);
+    assert.equal(b.counters.willsPublished, before);
   });
 
   test('[v5 MQTT-3.1.3-9] reconnecting with Clean Start within the Will Delay ends the session, so the will goes out at once', T, async () => {
     const topic = uid('will/cleanstart');
     const w = await watcher(b, 5, topic, 1);
     const id = uid('cleanback');
-    const before = b.node.broker.counters.willsPublished;
+    const before = b.counters.willsPublished;
     const c = await client(b, 5, {
       clientId: id, clean: false, properties: { sessionExpiryInterval: 60 },
       will: willOpts(topic, 'session replaced', 1, false, { willDelayInterval: 30 }),
@@ -345,11 +345,11 @@ describe('will messages', () => {
     kill(c);
     await waitFor(gone(b, id), 'connection gone');
     await sleep(100);
-    assert.equal(b.node.broker.counters.willsPublished, before, 'not published before the reconnect');
+    assert.equal(b.counters.willsPublished, before, 'not published before the reconnect');
     const again = await client(b, 5, { clientId: id, clean: true });
     assert.equal(again.connected, true);
     assert.deepEqual((await w.settle()).map((g) => g.payload), ['session replaced']);
-    assert.equal(b.node.broker.counters.willsPublished, before + 1);
+    assert.equal(b.counters.willsPublished, before + 1);
     await again.endAsync();
   });
 
@@ -367,7 +367,7 @@ describe('will messages', () => {
     assert.deepEqual(await w.settle(), [], 'not at the close');
     await waitFor(() => w.got.some((g) => g.topic === topic), 'will at session end', 4000);
     assert.ok(Date.now() - t0 >= 700, 'not before the session expired');
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session gone');
+    await waitFor(async () => (await b.session(id)) === null, 'session gone');
     assert.deepEqual((await w.settle()).map((g) => g.payload), ['session over']);
   });
 

@@ -47,7 +47,41 @@ async function rawSubscribe(c: RawClient, topic: string, qos: QoS, messageId = 1
 
 /** Waits until the broker has seen the client's connection go (its session is offline or gone). */
 async function offline(b: TestBroker, id: string): Promise<void> {
-  await waitFor(() => !b.node.broker.sessions.get(id)?.conn, `${id} offline`);
+  await waitFor(async () => !(await b.session(id))?.connected, `${id} offline`);
+}
+
+/** Whether the broker holds a session for `id` (on any worker). */
+async function stored(b: TestBroker, id: string): Promise<boolean> {
+  return (await b.session(id)) !== null;
+}
+
+/** Waits until the broker holds no session for `id`. */
+async function gone(b: TestBroker, id: string, what: string, timeoutMs?: number): Promise<void> {
+  await waitFor(async () => !(await stored(b, id)), what, timeoutMs);
+}
+
+/** Length of the session's offline queue; undefined without a session. */
+async function queued(b: TestBroker, id: string): Promise<number | undefined> {
+  return (await b.session(id))?.queue.length;
+}
+
+/** Unacknowledged outbound QoS 1/2 messages of the session; undefined without a session. */
+async function inflight(b: TestBroker, id: string): Promise<number | undefined> {
+  return (await b.session(id))?.inflight.length;
+}
+
+/**
+ * Polls `read` until it returns `expected`: the session may live on another worker, where
+ * routing can finish after the publisher got its acknowledgement. Fails with the last value.
+ */
+async function settles<T>(read: () => T | Promise<T>, expected: T, what: string): Promise<void> {
+  let last: T | undefined;
+  try {
+    await waitFor(async () => (last = await read()) === expected, what);
+  } catch (e) {
+    assert.equal(last, expected, `${what} (${String(e)})`);
+    throw e;
+  }
 }
 
 /** Publishes with a throwaway MQTT.js client; QoS 1/2 publishes are acknowledged before it returns. */
@@ -77,7 +111,7 @@ describe('sessions on a default broker', () => {
     await a.client.subscribeAsync(topic, { qos: 1 });
     await a.client.endAsync();
     await offline(b, id);
-    assert.ok(b.node.broker.sessions.has(id), 'session kept while offline');
+    assert.ok(await stored(b, id), 'session kept while offline');
 
     const again = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     assert.equal(again.connack.sessionPresent, true);
@@ -96,7 +130,7 @@ describe('sessions on a default broker', () => {
     await a.client.endAsync();
     await offline(b, id);
     await publishAll(b, 4, [{ topic, payload: 'queued', qos: 1 }]);
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 1);
+    await settles(() => queued(b, id), 1, 'one message queued');
 
     const c = await mq(b, { protocolVersion: 4, clientId: id, clean: true });
     assert.equal(c.connack.sessionPresent, false);
@@ -105,7 +139,7 @@ describe('sessions on a default broker', () => {
     assert.deepEqual(c.got, [], 'neither the queued message nor the old subscription survives');
     await c.client.endAsync();
     // A clean session ends with its connection.
-    await waitFor(() => !b.node.broker.sessions.has(id), 'clean session removed at disconnect');
+    await gone(b, id, 'clean session removed at disconnect');
     const d = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     assert.equal(d.connack.sessionPresent, false);
     await d.client.endAsync();
@@ -141,7 +175,7 @@ describe('sessions on a default broker', () => {
     await publishAll(b, 5, [{ topic, payload: 'x', qos: 1 }]);
     await sleep(300);
     assert.deepEqual(c.got, []);
-    assert.equal(b.node.broker.sessions.get(id)?.subscriptions.size, 0);
+    assert.equal((await b.session(id))?.subscriptions.length, 0);
     await c.client.endAsync();
   });
 
@@ -151,7 +185,7 @@ describe('sessions on a default broker', () => {
     const a = await mq(b, { protocolVersion: 5, clientId: id, clean: false });
     await a.client.subscribeAsync(topic, { qos: 1 });
     await a.client.endAsync();
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session gone at disconnect');
+    await gone(b, id, 'session gone at disconnect');
     await publishAll(b, 5, [{ topic, payload: 'lost', qos: 1 }]);
     const again = await mq(b, { protocolVersion: 5, clientId: id, clean: false });
     assert.equal(again.connack.sessionPresent, false);
@@ -175,8 +209,8 @@ describe('sessions on a default broker', () => {
     await offline(b, id);
     const t0 = Date.now();
     await sleep(1000);
-    assert.ok(b.node.broker.sessions.has(id), 'still there 1 s into the 2 s interval');
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session expired', 3000);
+    assert.ok(await stored(b, id), 'still there 1 s into the 2 s interval');
+    await gone(b, id, 'session expired', 3000);
     assert.ok(Date.now() - t0 >= 1900, `expired after ${Date.now() - t0} ms`);
     const late = await mq(b, opts);
     assert.equal(late.connack.sessionPresent, false, 'back after the interval');
@@ -192,7 +226,7 @@ describe('sessions on a default broker', () => {
     await rawSubscribe(c, uid('t/dx0'), 1);
     c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } } as Packet);
     await c.waitClose();
-    await waitFor(() => !b.node.broker.sessions.has(id), 'session ended');
+    await gone(b, id, 'session ended');
     const again = await raw(b, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal(sp(again.connack), false);
     again.c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } } as Packet);
@@ -204,18 +238,18 @@ describe('sessions on a default broker', () => {
     c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 30 } } as Packet);
     await c.waitClose();
     await sleep(1600);
-    assert.ok(b.node.broker.sessions.has(id), 'still stored after the original 1 s');
+    assert.ok(await stored(b, id), 'still stored after the original 1 s');
     const again = await raw(b, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 0 } });
     assert.equal(sp(again.connack), true);
     again.c.send({ cmd: 'disconnect', reasonCode: 0 } as Packet);
-    await waitFor(() => !b.node.broker.sessions.has(id), 'cleanup');
+    await gone(b, id, 'cleanup');
   });
 
   test('[v5 §3.14.2.2.2] [v5 MQTT-3.14.2-2] DISCONNECT changes Session Expiry from 0 to nonzero: DISCONNECT 0x82 (no expiry property), session ends', T, async () => {
     const id = uid('dx-err');
     const { c } = await raw(b, 5, { clientId: id, clean: false });
     await rawSubscribe(c, uid('t/dxe'), 1);
-    const errs = b.node.broker.counters.protocolErrors;
+    const errs = b.counters.protocolErrors;
     c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 60 } } as Packet);
     const got = await c.drainUntilClose(3000);
     assert.equal(got.length, 1);
@@ -223,8 +257,9 @@ describe('sessions on a default broker', () => {
     assert.equal(d.cmd, 'disconnect');
     assert.equal(d.reasonCode, 0x82);
     assert.equal(d.properties?.sessionExpiryInterval, undefined, 'a server DISCONNECT never carries Session Expiry');
-    assert.equal(b.node.broker.counters.protocolErrors, errs + 1);
-    await waitFor(() => !b.node.broker.sessions.has(id), 'the session still ends (expiry stays 0)');
+    // Counted before the DISCONNECT was written.
+    assert.equal(b.counters.protocolErrors, errs + 1);
+    await gone(b, id, 'the session still ends (expiry stays 0)');
   });
 
   // ---------------------------------------------------------------- offline queue
@@ -239,13 +274,16 @@ describe('sessions on a default broker', () => {
     // QoS 0 is queued too (queue_qos0 defaults to true), interleaved with QoS 1.
     const msgs = Array.from({ length: 10 }, (_, i) => ({ topic, payload: `m${i + 1}`, qos: (i % 2) as QoS }));
     await publishAll(b, 4, msgs);
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 10);
+    await settles(() => queued(b, id), 10, 'ten messages queued');
     const again = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     assert.equal(again.connack.sessionPresent, true);
     await waitFor(() => again.got.length >= 10, 'ten queued messages');
     assert.deepEqual(again.got.map((m) => m.payload), msgs.map((m) => m.payload));
     assert.deepEqual(again.got.map((m) => m.qos), msgs.map((m) => m.qos));
-    await waitFor(() => b.node.broker.sessions.get(id)?.queue.length === 0 && b.node.broker.sessions.get(id)?.inflight.size === 0, 'queue drained and acked');
+    await waitFor(async () => {
+      const s = await b.session(id);
+      return s?.queue.length === 0 && s.inflight.length === 0;
+    }, 'queue drained and acked');
     await again.client.endAsync();
   });
 
@@ -263,7 +301,7 @@ describe('sessions on a default broker', () => {
       const r = await mosquittoPub(b.port, ['-V', 'mqttv5', '-t', topic, '-m', m, '-q', '2']);
       assert.equal(r.code, 0, r.stderr);
     }
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 4);
+    await settles(() => queued(b, id), 4, 'four messages queued');
     const second = await mosquittoSub(b.port, [...base, '-C', '4', '-W', '5', '-F', '%p %q']).done;
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual(second.stdout.trim().split('\n'), ['one 2', 'two 2', 'three 2', 'four 2']);
@@ -295,7 +333,7 @@ describe('sessions on a default broker', () => {
       assert.deepEqual([rel.cmd, rel.messageId], ['pubrel', p.messageId]);
       again.c.send({ cmd: 'pubcomp', messageId: p.messageId } as Packet);
     }
-    await waitFor(() => b.node.broker.sessions.get(id)?.inflight.size === 0, 'inflight empty');
+    await settles(() => inflight(b, id), 0, 'inflight empty');
     again.c.send({ cmd: 'disconnect', reasonCode: 0 } as Packet);
   });
 
@@ -307,12 +345,13 @@ describe('sessions on a default broker', () => {
     const a = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     await a.client.subscribeAsync(topic, { qos: 1 });
     const closed = new Promise<void>((r) => a.client.once('close', () => r()));
-    const n = b.node.broker.counters.takeovers;
+    const n = b.counters.takeovers;
     const second = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     await closed;
     assert.equal(second.connack.sessionPresent, true);
-    assert.equal(b.node.broker.counters.takeovers, n + 1);
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.state, 'connected');
+    // Counted before the first connection was closed.
+    assert.equal(b.counters.takeovers, n + 1);
+    assert.equal((await b.session(id))?.conn?.state, 'connected');
     await publishAll(b, 4, [{ topic, payload: 'to the new one', qos: 1 }]);
     await waitFor(() => second.got.length === 1, 'delivery on the new connection');
     assert.deepEqual(a.got, []);
@@ -333,7 +372,7 @@ describe('sessions on a default broker', () => {
     await publishAll(b, 5, [{ topic, payload: 'carried over', qos: 1 }]);
     await waitFor(() => second.got.length === 1, 'delivery on the new connection');
     // The old connection's close did not end or detach the session.
-    assert.equal(b.node.broker.sessions.get(id)?.conn?.state, 'connected');
+    assert.equal((await b.session(id))?.conn?.state, 'connected');
     await second.client.endAsync(false, { properties: { sessionExpiryInterval: 0 } });
   });
 
@@ -367,7 +406,7 @@ describe('sessions on a default broker', () => {
       assert.deepEqual([p1.cmd, p1.qos, p1.dup, p1.payload.toString()], ['publish', 1, false, 'again']);
       c.destroy(); // no PUBACK
       await offline(b, id);
-      assert.equal(b.node.broker.sessions.get(id)?.inflight.size, 1);
+      assert.equal(await inflight(b, id), 1);
 
       const again = await raw(b, version, { clientId: id, clean: false, ...persist });
       assert.equal(sp(again.connack), true);
@@ -375,7 +414,7 @@ describe('sessions on a default broker', () => {
       assert.deepEqual([p2.cmd, p2.qos, p2.dup, p2.messageId, p2.topic, p2.payload.toString()],
         ['publish', 1, true, p1.messageId, topic, 'again']);
       again.c.send({ cmd: 'puback', messageId: p2.messageId } as Packet);
-      await waitFor(() => b.node.broker.sessions.get(id)?.inflight.size === 0, 'acked');
+      await settles(() => inflight(b, id), 0, 'acked');
       // Not resent again once acknowledged.
       await assert.rejects(again.c.next(300), /no packet/);
       if (version === 5) again.c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } } as Packet);
@@ -411,7 +450,7 @@ describe('sessions on a default broker', () => {
       // The PUBLISH is not sent again once PUBREL went out [v3.1.1 MQTT-4.3.3-1 / v5 MQTT-4.3.3-6].
       assert.deepEqual([rel2.cmd, rel2.messageId], ['pubrel', p1.messageId]);
       c3.c.send({ cmd: 'pubcomp', messageId: rel2.messageId } as Packet);
-      await waitFor(() => b.node.broker.sessions.get(id)?.inflight.size === 0, 'flow complete');
+      await settles(() => inflight(b, id), 0, 'flow complete');
       await assert.rejects(c3.c.next(300), /no packet/);
       if (version === 5) c3.c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } } as Packet);
       else c3.c.send({ cmd: 'disconnect' } as Packet);
@@ -443,7 +482,7 @@ describe('sessions on a default broker', () => {
     }
     assert.deepEqual(seen.slice(0, 3), first.map((p) => [p.payload.toString(), p.messageId, true]));
     assert.deepEqual([seen[3]?.[0], seen[3]?.[2]], ['d', false]);
-    await waitFor(() => b.node.broker.sessions.get(id)?.inflight.size === 0, 'all acknowledged');
+    await settles(() => inflight(b, id), 0, 'all acknowledged');
     again.c.send({ cmd: 'disconnect', reasonCode: 0 } as Packet);
   });
 
@@ -510,10 +549,10 @@ describe('offline queue bound: max_queued_messages 5, drop_oldest', () => {
 
   test('[v3.1.1 MQTT-3.1.2-5] [v3.1.1 §4.1] 8 messages offline: the newest 5 are kept, 3 counted in droppedQueueFull', T, async () => {
     const { id, topic } = await offlineSubscriber(b);
-    const before = b.node.broker.counters.droppedQueueFull;
+    const before = b.counters.droppedQueueFull;
     await publishAll(b, 4, Array.from({ length: 8 }, (_, i) => ({ topic, payload: `m${i + 1}`, qos: 1 as QoS })));
-    assert.equal(b.node.broker.counters.droppedQueueFull, before + 3);
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 5);
+    await settles(() => b.counters.droppedQueueFull, before + 3, 'three dropped');
+    await settles(() => queued(b, id), 5, 'five queued');
     assert.deepEqual(await drainOnReconnect(b, id, 5), ['m4', 'm5', 'm6', 'm7', 'm8']);
   });
 
@@ -525,9 +564,9 @@ describe('offline queue bound: max_queued_messages 5, drop_oldest', () => {
     await a.client.subscribeAsync(topic, { qos: 1 });
     await a.client.endAsync();
     await offline(b, id);
-    const before = b.node.broker.counters.droppedQueueFull;
+    const before = b.counters.droppedQueueFull;
     await publishAll(b, 5, Array.from({ length: 7 }, (_, i) => ({ topic, payload: `n${i + 1}`, qos: 1 as QoS })));
-    assert.equal(b.node.broker.counters.droppedQueueFull, before + 2);
+    await settles(() => b.counters.droppedQueueFull, before + 2, 'two dropped');
     const again = await mq(b, opts);
     await waitFor(() => again.got.length >= 5, 'five messages');
     await sleep(300);
@@ -545,10 +584,10 @@ describe('offline queue bound: max_queued_messages 5, drop_new', () => {
 
   test('[v3.1.1 MQTT-3.1.2-5] [v3.1.1 §4.1] 8 messages offline: the first 5 are kept, 3 counted in droppedQueueFull', T, async () => {
     const { id, topic } = await offlineSubscriber(b);
-    const before = b.node.broker.counters.droppedQueueFull;
+    const before = b.counters.droppedQueueFull;
     await publishAll(b, 4, Array.from({ length: 8 }, (_, i) => ({ topic, payload: `m${i + 1}`, qos: 1 as QoS })));
-    assert.equal(b.node.broker.counters.droppedQueueFull, before + 3);
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 5);
+    await settles(() => b.counters.droppedQueueFull, before + 3, 'three dropped');
+    await settles(() => queued(b, id), 5, 'five queued');
     assert.deepEqual(await drainOnReconnect(b, id, 5), ['m1', 'm2', 'm3', 'm4', 'm5']);
   });
 });
@@ -562,14 +601,14 @@ describe('offline queue: queue_qos0 false', () => {
 
   test('[v3.1.1 MQTT-3.1.2-5] QoS 0 published while offline is dropped (droppedQos0Offline); QoS 1/2 are kept', T, async () => {
     const { id, topic } = await offlineSubscriber(b, 2);
-    const before = b.node.broker.counters.droppedQos0Offline;
+    const before = b.counters.droppedQos0Offline;
     await publishAll(b, 4, [
       { topic, payload: 'a0', qos: 0 }, { topic, payload: 'b1', qos: 1 }, { topic, payload: 'c0', qos: 0 },
       { topic, payload: 'd2', qos: 2 }, { topic, payload: 'e0', qos: 0 },
     ]);
     // QoS 0 publishes carry no ack: wait for the broker to have routed the last one.
-    await waitFor(() => b.node.broker.counters.droppedQos0Offline === before + 3, 'three QoS 0 drops');
-    assert.equal(b.node.broker.sessions.get(id)?.queue.length, 2);
+    await settles(() => b.counters.droppedQos0Offline, before + 3, 'three QoS 0 drops');
+    await settles(() => queued(b, id), 2, 'the QoS 1 and 2 messages queued');
     assert.deepEqual(await drainOnReconnect(b, id, 2), ['b1', 'd2']);
   });
 
@@ -578,10 +617,10 @@ describe('offline queue: queue_qos0 false', () => {
     const topic = uid('t/q0on');
     const a = await mq(b, { protocolVersion: 4, clientId: id, clean: false });
     await a.client.subscribeAsync(topic, { qos: 1 });
-    const before = b.node.broker.counters.droppedQos0Offline;
+    const before = b.counters.droppedQos0Offline;
     await publishAll(b, 4, [{ topic, payload: 'live', qos: 0 }]);
     await waitFor(() => a.got.length === 1, 'live QoS 0 delivery');
-    assert.equal(b.node.broker.counters.droppedQos0Offline, before);
+    assert.equal(b.counters.droppedQos0Offline, before);
     await a.client.endAsync();
   });
 });

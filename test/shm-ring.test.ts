@@ -591,7 +591,7 @@ function registerTests(): void {
     const cases: Array<[string, Buffer]> = [
       ['short', good.subarray(0, 11)],
       ['kind 0', mut((b) => (b[0] = 0))],
-      ['kind 3', mut((b) => (b[0] = 3))],
+      ['kind 5', mut((b) => (b[0] = 5))],
       ['unknown flag', mut((b) => (b[1] = 3))],
       ['shared without group', mut((b) => b.writeUInt16LE(0, 10), Buffer.from(good.subarray(0, 15)))],
       ['group without shared flag', mut((b) => (b[1] = 0))],
@@ -601,6 +601,10 @@ function registerTests(): void {
     ];
     for (const [name, b] of cases) assert.throws(() => decodeRouteOp(b), code('ERR_SHM_ROUTE_OP'), name);
     assert.throws(() => decodeRouteOp(good, 10, good.length), code('ERR_SHM_ROUTE_OP'), 'outside the buffer');
+    // online / offline name a shared group: without one they are refused at both ends.
+    assert.throws(() => encodeRouteOp({ kind: 'online', worker: 1, seq: 2, filter: 'a/b' }), code('ERR_SHM_ROUTE_OP'));
+    const on = encodeRouteOp({ kind: 'offline', worker: 1, seq: 2, filter: 'a/b', group: 'g' });
+    assert.deepEqual(decodeRouteOp(on), { kind: 'offline', worker: 1, seq: 2, filter: 'a/b', group: 'g' });
   });
 
   test('route ops through a ring decode in place from the drain callback', () => {

@@ -13,6 +13,22 @@ import { deliveryBytes, Session, type Delivery } from './session.js';
 import { SharedDispatcher } from './shared.js';
 import { SubscriptionIndex, type SharedMatch, type Subscription } from './subscription-index.js';
 import { SysPublisher } from './sys.js';
+import { routeId, type GroupRef, type RouteGroupMatch, type Router } from './router.js';
+import { exportSession, importSession, type SessionTransfer } from './transfer.js';
+
+/** Counts open connections against node.max_connections (node-wide when workers share one). */
+export interface ConnectionGate {
+  /** Takes a slot; returns the number of connections open before this one. */
+  acquire(): number;
+  release(): void;
+}
+
+function localGate(): ConnectionGate {
+  let open = 0;
+  return { acquire: () => open++, release: () => void open-- };
+}
+
+const NO_GROUPS: readonly GroupRef[] = [];
 
 /** 0xFFFFFFFF: the session does not expire [MQTT-3.1.2-? v5 3.1.2.11.2]. */
 export const NEVER_EXPIRES = 0xffffffff;
@@ -26,7 +42,7 @@ interface Target {
 }
 
 export class Broker {
-  readonly counters = new Counters();
+  readonly counters: Counters;
   readonly index = new SubscriptionIndex();
   readonly retained = new RetainedStore();
   readonly sessions = new Map<string, Session>();
@@ -35,21 +51,31 @@ export class Broker {
   private readonly shared: SharedDispatcher;
   private readonly sys: SysPublisher;
   stopping = false;
+  /** Set by a worker thread of a worker-threaded node; null inline. */
+  router: Router | null = null;
+  gate: ConnectionGate = localGate();
+  /** Local subscriptions per trie key (filter, or `$share/<group>/<filter>`): the route exists while > 0. */
+  private readonly routeRefs = new Map<string, number>();
+  /** This engine publishes $SYS (inline, or worker 0). */
+  sysEnabled = true;
+  /** Worker-threaded: connections between their session claim and CONNACK, by client id. */
+  readonly claiming = new Map<string, ClientConnection>();
+  /** Worker-threaded: every worker's counters, for node-wide $SYS figures. */
+  nodeCounters: Counters[] | null = null;
 
-  constructor(readonly cfg: Config, readonly log: Logger, readonly auth: Authorizer) {
+  constructor(readonly cfg: Config, readonly log: Logger, readonly auth: Authorizer, counters?: Counters) {
+    this.counters = counters ?? new Counters();
     this.shared = new SharedDispatcher(cfg.mqtt.shared_strategy);
     this.sys = new SysPublisher(this);
   }
 
   start(): void {
-    this.sys.start();
+    if (this.sysEnabled) this.sys.start();
   }
 
   /** Number of connections past CONNACK. */
   get connectedCount(): number {
-    let n = 0;
-    for (const s of this.sessions.values()) if (s.conn) n++;
-    return n;
+    return this.counters.connected;
   }
 
   accept(t: Transport): void {
@@ -58,9 +84,10 @@ export class Broker {
       return;
     }
     const max = this.cfg.node.max_connections;
-    const open = this.connections.size;
+    const open = this.gate.acquire();
     if (open >= max + OVER_LIMIT_MARGIN) {
       // Far past the limit: close at once so file descriptors never run out (no EMFILE).
+      this.gate.release();
       this.counters.connectionsRefusedMax++;
       this.counters.connectionsRefused++;
       t.destroy();
@@ -70,6 +97,7 @@ export class Broker {
     const c = new ClientConnection(this, t);
     c.overLimit = open >= max;
     this.connections.add(c);
+    this.counters.connectionsOpen = this.connections.size;
   }
 
   // ---- sessions -------------------------------------------------------------------
@@ -89,6 +117,8 @@ export class Broker {
         if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
         old.will = null;
         s.conn = null;
+        this.sharedOnline(s, -1);
+        this.counters.connected--;
         old.takenOver();
       }
       if (s.willTimer) {
@@ -111,18 +141,24 @@ export class Broker {
     if (!s) {
       s = new Session(conn.clientId);
       this.sessions.set(conn.clientId, s);
+      this.counters.sessions = this.sessions.size;
     }
     s.conn = conn;
+    this.sharedOnline(s, 1);
+    this.counters.connected++;
     s.expiryInterval = expiry;
     conn.session = s;
     return present;
   }
 
   connectionClosed(conn: ClientConnection, wasConnected: boolean): void {
-    this.connections.delete(conn);
+    if (this.connections.delete(conn)) this.gate.release();
+    this.counters.connectionsOpen = this.connections.size;
     const s = conn.session;
     if (!wasConnected || !s || s.conn !== conn) return;
     s.conn = null;
+    this.sharedOnline(s, -1);
+    this.counters.connected--;
     conn.session = null;
     this.redispatchShared(s, conn.clientId);
     const will = conn.will && !conn.discardWill && !this.stopping ? conn.will : null;
@@ -158,9 +194,12 @@ export class Broker {
 
   /** Ends a session: its subscriptions go, a pending delayed will is published now. */
   endSession(s: Session): void {
-    if (this.sessions.get(s.clientId) === s) this.sessions.delete(s.clientId);
-    for (const sub of s.subscriptions.values()) this.index.remove(s.clientId, sub.filter, sub.group);
-    s.subscriptions.clear();
+    if (this.sessions.get(s.clientId) === s) {
+      this.sessions.delete(s.clientId);
+      this.router?.released(s.clientId);
+    }
+    this.counters.sessions = this.sessions.size;
+    this.dropSubscriptions(s);
     if (s.willTimer) {
       clearTimeout(s.willTimer);
       s.willTimer = null;
@@ -181,6 +220,82 @@ export class Broker {
     this.received(m.expiresAt === 0 ? m : { ...m, expiresAt: Date.now() + m.expiresAt });
   }
 
+  private dropSubscriptions(s: Session): void {
+    if (s.conn) this.sharedOnline(s, -1);
+    for (const sub of s.subscriptions.values()) {
+      this.index.remove(s.clientId, sub.filter, sub.group);
+      this.routeRef(sub, -1);
+    }
+    s.subscriptions.clear();
+    this.counters.subscriptions = this.index.size;
+  }
+
+  // ---- sessions across workers ------------------------------------------------------
+
+  /**
+   * Another worker took `clientId` over: end the connection here (its will by the usual
+   * rules) and hand the session over, or end it (Clean Start). Returns the session's
+   * state, or null when there is none to move.
+   */
+  handOver(clientId: string, cleanStart: boolean): SessionTransfer | null {
+    const connecting = this.claiming.get(clientId);
+    if (connecting) {
+      connecting.superseded = true;
+      this.claiming.delete(clientId);
+    }
+    const s = this.sessions.get(clientId);
+    if (!s) return null;
+    const old = s.conn;
+    if (old) {
+      if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
+      old.will = null;
+      s.conn = null;
+      this.sharedOnline(s, -1);
+      this.counters.connected--;
+      old.takenOver();
+    }
+    if (s.willTimer) {
+      clearTimeout(s.willTimer);
+      s.willTimer = null;
+      if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
+      s.pendingWill = null;
+    }
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    s.expiryTimer = null;
+    // The registry already names the new owner: forget the session without releasing it.
+    this.sessions.delete(clientId);
+    this.counters.sessions = this.sessions.size;
+    if (cleanStart) {
+      this.endSession(s);
+      return null;
+    }
+    const t = exportSession(s);
+    this.dropSubscriptions(s);
+    this.counters.addQueued(-s.queue.length, -s.queueBytes);
+    return t;
+  }
+
+  /** Installs a session handed over by another worker (before openSession binds it). */
+  adoptSession(clientId: string, t: SessionTransfer): void {
+    const s = importSession(clientId, t);
+    this.sessions.set(clientId, s);
+    this.counters.sessions = this.sessions.size;
+    for (const sub of s.subscriptions.values()) {
+      this.index.add(sub);
+      this.routeRef(sub, 1);
+    }
+    this.counters.subscriptions = this.index.size;
+    this.counters.addQueued(s.queue.length, s.queueBytes);
+  }
+
+  /** An adopted session whose new connection went away before CONNACK: offline from now. */
+  parkSession(clientId: string): void {
+    const s = this.sessions.get(clientId);
+    if (!s || s.conn) return;
+    if (s.expiryInterval === 0) this.endSession(s);
+    else if (s.expiryInterval !== NEVER_EXPIRES) this.armExpiry(s, Date.now() + s.expiryInterval * 1000);
+  }
+
   // ---- subscriptions --------------------------------------------------------------
 
   /** Adds or replaces a subscription; returns true when it did not exist before. */
@@ -188,6 +303,11 @@ export class Broker {
     const prev = s.subscriptions.get(sub.key);
     s.subscriptions.set(sub.key, sub);
     this.index.add(sub);
+    if (prev === undefined) {
+      this.routeRef(sub, 1);
+      if (sub.group !== null && s.conn) this.router?.memberOnline(sub.filter, sub.group, 1);
+    }
+    this.counters.subscriptions = this.index.size;
     return prev === undefined;
   }
 
@@ -196,7 +316,29 @@ export class Broker {
     if (!sub) return false;
     s.subscriptions.delete(key);
     this.index.remove(s.clientId, sub.filter, sub.group);
+    if (sub.group !== null && s.conn) this.router?.memberOnline(sub.filter, sub.group, -1);
+    this.routeRef(sub, -1);
+    this.counters.subscriptions = this.index.size;
     return true;
+  }
+
+  /** Worker-threaded: the session's shared-group memberships count as online (+1) or not (-1) for other workers' choice. */
+  private sharedOnline(s: Session, d: 1 | -1): void {
+    const r = this.router;
+    if (r === null) return;
+    for (const sub of s.subscriptions.values()) if (sub.group !== null) r.memberOnline(sub.filter, sub.group, d);
+  }
+
+  /** Keeps the shared trie's route for (filter, group) while this worker has a subscription to it. */
+  private routeRef(sub: Subscription, d: 1 | -1): void {
+    const r = this.router;
+    if (r === null) return;
+    const key = sub.group === null ? sub.filter : `$share/${sub.group}/${sub.filter}`;
+    const n = (this.routeRefs.get(key) ?? 0) + d;
+    if (n > 0) this.routeRefs.set(key, n);
+    else this.routeRefs.delete(key);
+    if (d === 1 && n === 1) r.routeAdded(sub.filter, sub.group);
+    else if (d === -1 && n === 0) r.routeRemoved(sub.filter, sub.group);
   }
 
   // ---- routing --------------------------------------------------------------------
@@ -209,17 +351,96 @@ export class Broker {
     return n;
   }
 
-  /** Routes a message: client messages and wills come through received(), $SYS calls it directly. Returns the number of deliveries. */
+  /**
+   * Routes a message: client messages and wills come through received(), $SYS calls it
+   * directly. Returns the number of deliveries (a worker the message was forwarded to
+   * counts as one).
+   */
   publish(m: Message): number {
-    if (m.retain && this.cfg.mqtt.retain_available) {
-      this.retained.set(m);
-      this.counters.retainedStored = this.retained.size;
+    const retain = m.retain && this.cfg.mqtt.retain_available;
+    const r = this.router;
+    if (r === null) {
+      if (retain) {
+        this.retained.set(m);
+        this.counters.retainedStored = this.retained.size;
+      }
+      return this.deliverLocal(m, true, null);
     }
+    // Worker-threaded: the shared trie says which workers want the topic; each shared group
+    // goes to one worker holding members (which then picks one of its members).
+    const seq = retain ? r.nextRetainSeq() : 0;
+    const match = r.match(m.topic);
+    const self = r.workerId;
+    const bit = 1 << self;
+    let localGroups: GroupRef[] | null = null;
+    let far: Map<number, GroupRef[]> | null = null;
+    for (const g of match.groups) {
+      const w = this.pickWorker(g, m);
+      if (w < 0) continue;
+      const ref: GroupRef = { route: g.route, group: g.group };
+      if (w === self) (localGroups ??= []).push(ref);
+      else {
+        far ??= new Map();
+        const l = far.get(w);
+        if (l) l.push(ref);
+        else far.set(w, [ref]);
+      }
+    }
+    let n = 0;
+    // Retained messages reach every worker's replica, subscribers or not.
+    const others = (seq > 0 ? r.allMask : match.mask) & ~bit;
+    for (let w = 0; w < 31; w++) {
+      const groups = far?.get(w) ?? null;
+      if ((others & (1 << w)) === 0 && groups === null) continue;
+      const nonShared = (match.mask & (1 << w)) !== 0;
+      if (r.forward(w, m, nonShared, groups, seq) && (nonShared || groups !== null)) n++;
+    }
+    if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
+    const mine = (match.mask & bit) !== 0;
+    if (mine || localGroups !== null) n += this.deliverLocal(m, mine, localGroups ?? NO_GROUPS);
+    return n;
+  }
+
+  /** A message another worker forwarded here (see publish()). */
+  receiveForwarded(m: Message, nonShared: boolean, groups: readonly GroupRef[], seq: number): void {
+    this.counters.forwardedIn++;
+    if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
+    if (!nonShared && groups.length === 0) return;
+    if (this.deliverLocal(m, nonShared, groups) === 0) this.counters.droppedNoSubscribers++;
+  }
+
+  /** Worker (bit in g.mask) that serves one shared group for this message, or -1. */
+  private pickWorker(g: RouteGroupMatch, m: Message): number {
+    const mask = g.mask;
+    if (mask === 0) return -1;
+    if ((mask & (mask - 1)) === 0) return 31 - Math.clz32(mask);
+    // Weighted by online members per worker (so members, not workers, share the load);
+    // with none online anywhere, any holder (its persistent sessions queue the message).
+    const ws: number[] = [];
+    const weights: number[] = [];
+    let online = 0;
+    for (let w = 0; w < 31; w++) {
+      if ((mask & (1 << w)) === 0) continue;
+      const n = g.route === 0 ? 0 : this.router!.onlineMembers(g.route, w);
+      ws.push(w);
+      weights.push(n);
+      online += n;
+    }
+    return this.shared.pickWorker(`${g.group}\u0000${g.route}`, ws, online > 0 ? weights : null, m.topic, m.from);
+  }
+
+  /**
+   * Delivers to this engine's subscribers: the non-shared ones when `nonShared`, and one
+   * member of each shared group — every matching group when `groups` is null (inline), else
+   * only the groups named.
+   */
+  private deliverLocal(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null): number {
     let targets: Map<string, Target> | null = null;
-    let groups: SharedMatch[] | null = null;
+    let matched: SharedMatch[] | null = null;
     this.index.match(
       m.topic,
       (sub) => {
+        if (!nonShared) return;
         // No Local: never back to the publisher [MQTT-3.8.3-3].
         if (sub.noLocal && sub.clientId === m.from) return;
         targets ??= new Map();
@@ -237,7 +458,9 @@ export class Broker {
         t.rap ||= sub.retainAsPublished;
         if (sub.subscriptionId !== undefined) (t.subIds ??= []).push(sub.subscriptionId);
       },
-      (g) => (groups ??= []).push(g),
+      (g) => {
+        if (groups === null || named(groups, g.group, g.filter)) (matched ??= []).push(g);
+      },
     );
     let n = 0;
     if (targets !== null) {
@@ -250,8 +473,8 @@ export class Broker {
         n++;
       }
     }
-    if (groups !== null) {
-      for (const g of groups as SharedMatch[]) if (this.deliverShared(m, g.group, g.filter, g.members)) n++;
+    if (matched !== null) {
+      for (const g of matched as SharedMatch[]) if (this.deliverShared(m, g.group, g.filter, g.members)) n++;
     }
     return n;
   }
@@ -293,11 +516,24 @@ export class Broker {
       s.queue = keep;
     }
     for (const d of again) {
-      const members = this.index.groupMembers(d.shared!.filter, d.shared!.group);
-      if (members && this.deliverShared(d.msg, d.shared!.group, d.shared!.filter, members, clientId)) {
+      const { group, filter } = d.shared!;
+      const members = this.index.groupMembers(filter, group);
+      if ((members && this.deliverShared(d.msg, group, filter, members, clientId)) || this.forwardShared(d.msg, group, filter)) {
         this.counters.sharedRedispatched++;
       } else if (s.expiryInterval > 0) this.enqueue(s, d); // nobody else: keep it for this member
     }
+  }
+
+  /** Worker-threaded: hands a shared message to another worker holding members of the group. */
+  private forwardShared(m: Message, group: string, filter: string): boolean {
+    const r = this.router;
+    if (r === null) return false;
+    const route = routeId(group, filter);
+    const g = r.match(m.topic).groups.find((x) => x.route === route || (x.route === 0 && x.group === group));
+    const mask = (g?.mask ?? 0) & ~(1 << r.workerId);
+    if (g === undefined || mask === 0) return false;
+    const w = this.pickWorker({ ...g, mask }, m);
+    return r.forward(w, m, false, [{ route, group }], 0);
   }
 
   deliverTo(s: Session, d: Delivery): void {
@@ -363,4 +599,13 @@ export class Broker {
       ...this.counters.snapshot(),
     };
   }
+}
+
+/** Whether the shared group (group, filter) is among those a forwarded message names. */
+function named(groups: readonly GroupRef[], group: string, filter: string): boolean {
+  for (const ref of groups) {
+    if (ref.group !== group) continue;
+    if (ref.route === 0 || ref.route === routeId(group, filter)) return true;
+  }
+  return false;
 }

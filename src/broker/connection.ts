@@ -50,11 +50,17 @@ export class ClientConnection {
   private timer: NodeJS.Timeout | null = null;
   /** close() was called: frames still buffered behind the last one are not processed. */
   private closing = false;
-  private readonly connectedAt = Date.now();
+  readonly connectedAt = Date.now();
   /** transport.write() returned false: drain() will follow. */
   private drainPending = false;
   /** Inflight PUBLISHes still to be resent after a reconnect, held back by Receive Maximum. */
   private readonly resendLater: number[] = [];
+  /** A packet is being completed asynchronously (SUBSCRIBE waiting for the route trie): later frames wait. */
+  private busy = false;
+  /** Worker-threaded: a newer connection took the client id while this one was connecting. */
+  superseded = false;
+  /** Reading paused because a ring to another worker is full (worker-threaded node). */
+  private ringPaused = false;
 
   constructor(readonly broker: Broker, readonly transport: Transport) {
     this.framer = new Framer(broker.cfg.mqtt.max_packet_size);
@@ -95,7 +101,7 @@ export class ClientConnection {
   /** Resume frame delivery after an async step (authentication). */
   resumeFrames(): void {
     if (this.state === 'closed') return;
-    this.transport.resumeReading();
+    if (!this.ringPaused) this.transport.resumeReading();
     const err = this.framer.push(Buffer.alloc(0), (frame) => this.onFrame(frame));
     if (err) {
       this.broker.counters.malformedPackets++;
@@ -108,7 +114,7 @@ export class ClientConnection {
     // Nothing after a fatal error or a DISCONNECT is processed, not even frames that
     // arrived in the same chunk [MQTT-4.13.1-1 v5, MQTT-3.14.4-1 v5].
     if (this.state === 'closed' || this.closing) return false;
-    if (this.state === 'connecting') return false;
+    if (this.state === 'connecting' || this.busy) return false;
     this.broker.counters.packetsReceived++;
     const r = decodeFrame(frame, this.version);
     if (!r.ok) {
@@ -124,7 +130,7 @@ export class ClientConnection {
       return false;
     }
     this.dispatch(r.packet);
-    return this.state === 'connected';
+    return this.state === 'connected' && !this.busy;
   }
 
   private dispatch(p: Packet): void {
@@ -159,6 +165,41 @@ export class ClientConnection {
       default:
         return this.protocolClose(0x82, `unexpected ${p.cmd} from a client`);
     }
+  }
+
+  /**
+   * Completes the current packet asynchronously: no later frame of this client is processed
+   * (and the socket is not read) until `work` settles, so replies keep the packets' order.
+   */
+  hold(work: Promise<void>, then: () => void): void {
+    this.busy = true;
+    this.transport.pauseReading();
+    void work.then(
+      () => {
+        this.busy = false;
+        if (this.state === 'closed') return;
+        then();
+        this.resumeFrames();
+      },
+      (e: unknown) => {
+        this.busy = false;
+        this.broker.log.error('conn.hold_failed', { client: this.clientId, error: e });
+        this.transport.destroy();
+      },
+    );
+  }
+
+  /** A ring to another worker is full: stop reading from this publisher until it drains. */
+  pauseForRing(): void {
+    const r = this.broker.router;
+    if (this.ringPaused || r === null) return;
+    this.ringPaused = true;
+    this.broker.counters.forwardPaused++;
+    this.transport.pauseReading();
+    r.whenUnblocked(() => {
+      this.ringPaused = false;
+      if (this.state !== 'closed' && !this.busy && this.state === 'connected') this.transport.resumeReading();
+    });
   }
 
   // ---- connection lifecycle -----------------------------------------------------------

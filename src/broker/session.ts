@@ -42,6 +42,14 @@ export class Session {
 
   constructor(readonly clientId: string) {}
 
+  peekNextId(): number {
+    return this.nextId;
+  }
+
+  setNextId(id: number): void {
+    this.nextId = id >= 1 && id <= 65535 ? id : 1;
+  }
+
   /** Next free outbound packet identifier, 1..65535 [MQTT-2.3.1-2]; 0 when all are in use. */
   allocPacketId(): number {
     if (this.inflight.size >= 65535) return 0;

@@ -44,6 +44,49 @@ export class SharedDispatcher {
     }
   }
 
+  /**
+   * Worker-threaded node, first of two levels: which worker (of those holding members of
+   * the group) serves this message; that worker then picks one of its members with pick().
+   * `weights` (online members per worker, or null = equal) make the choice per member:
+   * round robin over 1 + 2 members on two workers gives each member a third.
+   * Round robin and sticky state are per publishing worker.
+   */
+  pickWorker(groupKey: string, workers: readonly number[], weights: readonly number[] | null, topic: string, publisher: string): number {
+    let total = 0;
+    if (weights) for (const x of weights) total += x;
+    else total = workers.length;
+    const at = (i: number): number => {
+      if (!weights) return workers[i % workers.length]!;
+      let k = i % total;
+      for (let j = 0; j < workers.length; j++) {
+        k -= weights[j]!;
+        if (k < 0) return workers[j]!;
+      }
+      return workers[workers.length - 1]!;
+    };
+    switch (this.strategy) {
+      case 'random':
+        return at(Math.floor(Math.random() * total));
+      case 'round_robin': {
+        const i = (this.rr.get(groupKey) ?? -1) + 1;
+        this.rr.set(groupKey, i % 1_000_000_000);
+        return at(i);
+      }
+      case 'sticky': {
+        const cur = Number(this.sticky.get(groupKey) ?? -1);
+        const j = workers.indexOf(cur);
+        if (j >= 0 && (!weights || weights[j]! > 0)) return cur;
+        const w = at(Math.floor(Math.random() * total));
+        this.sticky.set(groupKey, String(w));
+        return w;
+      }
+      case 'hash_clientid':
+        return at(hash32(publisher));
+      case 'hash_topic':
+        return at(hash32(topic));
+    }
+  }
+
   forgetGroup(groupKey: string): void {
     this.rr.delete(groupKey);
     this.sticky.delete(groupKey);

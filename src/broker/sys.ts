@@ -1,5 +1,6 @@
 // Periodic $SYS/brokers/<node>/… topics (retained, so a new subscriber sees the latest).
 import type { Broker } from './broker.js';
+import type { CounterName } from '../metrics/counters.js';
 
 export const VERSION = '0.1.0';
 
@@ -23,14 +24,20 @@ export class SysPublisher {
 
   publishAll(): void {
     const b = this.broker;
-    const c = b.counters;
+    // Worker-threaded: node-wide sums of every worker's counters; inline: this engine's.
+    const all = b.nodeCounters ?? [b.counters];
+    const sum = (k: CounterName | 'dropped'): number => all.reduce((n, x) => n + x[k], 0);
+    const c = {
+      messagesReceived: sum('messagesReceived'), messagesSent: sum('messagesSent'), dropped: sum('dropped'),
+      bytesReceived: sum('bytesReceived'), bytesSent: sum('bytesSent'),
+    };
     const base = `$SYS/brokers/${b.cfg.node.name}/`;
     const values: [string, string | number][] = [
       ['version', VERSION],
       ['uptime', Math.floor((Date.now() - b.startedAt) / 1000)],
-      ['clients/connected', b.connectedCount],
-      ['sessions/count', b.sessions.size],
-      ['subscriptions/count', b.index.size],
+      ['clients/connected', sum('connected')],
+      ['sessions/count', sum('sessions')],
+      ['subscriptions/count', sum('subscriptions')],
       ['retained/count', b.retained.size],
       ['messages/received', c.messagesReceived],
       ['messages/sent', c.messagesSent],

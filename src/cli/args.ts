@@ -16,6 +16,7 @@ export interface CliStartOptions {
   httpPort?: number;
   dataDir?: string;
   logLevel?: LogLevel;
+  workers?: number;
 }
 
 export type Command =
@@ -43,6 +44,7 @@ const FLAG_ARG: Record<string, string> = {
   '--bind': 'ADDR',
   '--data-dir': 'DIR',
   '--log-level': 'LEVEL',
+  '--workers': 'N',
 };
 
 export function mainUsage(): string {

@@ -25,10 +25,19 @@ export interface MainDeps {
     off(event: 'SIGTERM' | 'SIGINT', fn: () => void): unknown;
   };
   loadConfig: (opts: LoadOptions) => Config;
-  startNode: (cfg: Config, log: Logger) => Promise<{ stop(reason: string): Promise<void> }>;
+  startNode: (cfg: Config, log: Logger) => Promise<StartedNode>;
   runPasswd: (args: string[], io: MainIo) => Promise<number>;
   /** Called with the node's logger once it exists (the entry point logs uncaught exceptions with it). */
   onLogger?: (log: Logger) => void;
+}
+
+export interface StartedNode {
+  stop(reason: string): Promise<void>;
+  /**
+   * Ends worker threads at once, before a forced process exit (each closes its uWebSockets.js
+   * sockets first: this build aborts the process when a thread ends holding one).
+   */
+  abort?(): Promise<void>;
 }
 
 export function version(): string {
@@ -95,7 +104,11 @@ async function runStart(options: CliStartOptions, deps: MainDeps): Promise<numbe
 
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((r) => (resolveExit = r));
-  let node: { stop(reason: string): Promise<void> } | undefined;
+  let node: StartedNode | undefined;
+  const forceExit = (): void => {
+    const abort = node?.abort?.() ?? Promise.resolve();
+    void abort.catch(() => undefined).then(() => resolveExit(1));
+  };
   let pendingSignal: string | undefined;
   let stopping = false;
 
@@ -106,7 +119,7 @@ async function runStart(options: CliStartOptions, deps: MainDeps): Promise<numbe
     const budget = cfg.node.shutdown_timeout_ms + 1000;
     const timer = setTimeout(() => {
       log.error('node.stop_timeout', { timeout_ms: budget });
-      resolveExit(1);
+      forceExit();
     }, budget);
     node.stop('signal').then(
       () => {
@@ -124,7 +137,7 @@ async function runStart(options: CliStartOptions, deps: MainDeps): Promise<numbe
     if (stopping || pendingSignal !== undefined) {
       // A second signal: stop waiting.
       log.warn('node.stop_forced', { signal });
-      resolveExit(1);
+      forceExit();
     } else if (node) stop(signal);
     else pendingSignal = signal; // still starting: stop as soon as it is up
   };

@@ -3,7 +3,7 @@
 // docs/config.md's option table is generated.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { Config } from './types.js';
 
 /** File descriptors kept back from max_connections for files, cluster peers, logs, etc. */
@@ -62,6 +62,7 @@ export const DEFAULTS: Config = deepFreeze({
     data_dir: './data',
     allow_uws_fallback: false,
     max_connections: defaultMaxConnections(),
+    workers: Math.min(availableParallelism(), 31),
     shutdown_timeout_ms: 5000,
   },
   log: { level: 'info' },

@@ -67,6 +67,8 @@ const int = (min: number, max: number): OptionType => ({ kind: 'int', min, max }
 const bool: OptionType = { kind: 'bool' };
 const file: OptionType = { kind: 'file' };
 const port = int(0, U16);
+/** The route trie keeps a worker set as one 31-bit mask. */
+export const MAX_WORKERS = 31;
 const nonEmpty: OptionType = { kind: 'string', expect: 'a non-empty string', check: (s) => s.length > 0 };
 const enumOf = (...values: string[]): OptionType => ({ kind: 'enum', values });
 
@@ -98,6 +100,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     typeDoc: 'integer 1..open-file limit',
     doc: `Client connections accepted at once, over all listeners; more are refused. At most the process's open-file limit (${FD_RESERVE} descriptors are left for files and peers by default).`,
     defaultDoc: `open-file soft limit − ${FD_RESERVE}, at least ${MIN_DEFAULT_CONNECTIONS}`,
+  },
+  {
+    path: 'node.workers',
+    type: int(0, MAX_WORKERS),
+    typeDoc: `integer 0..${MAX_WORKERS}`,
+    doc: 'Connection worker threads. Each owns a share of the client connections and their sessions; the main thread supervises and serves HTTP, one more thread writes the shared route trie (docs/workers.md). `0` runs the whole broker on the main thread (no worker threads).',
+    defaultDoc: 'available parallelism (cores), at most ' + MAX_WORKERS,
+    cli: { flag: '--workers', key: 'workers' },
   },
   {
     path: 'node.shutdown_timeout_ms',

@@ -81,6 +81,8 @@ export interface Config {
     /** Start even when the uWebSockets.js native binary does not load (slow JS fallback). */
     allow_uws_fallback: boolean;
     max_connections: number;
+    /** Connection worker threads; 0 = everything on the main thread. */
+    workers: number;
     shutdown_timeout_ms: number;
   };
   log: { level: LogLevel };

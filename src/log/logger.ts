@@ -16,6 +16,11 @@ export class Logger {
     this.min = RANK[level];
   }
 
+  /** Passes a line another thread already formatted to this logger's sink. */
+  raw(line: string): void {
+    this.sink(line);
+  }
+
   setLevel(level: LogLevel): void {
     this.min = RANK[level];
   }

@@ -1,41 +1,76 @@
-// Broker-wide counters. Plain numeric fields (stable shape, cheap increments);
-// served by the API and the $SYS publisher.
+// Broker counters of one engine (one worker thread, or the whole node when it runs inline).
+// Each counter is one float64 slot in a buffer that may be a SharedArrayBuffer: the
+// worker writes its own slots with plain stores, the main thread sums every worker's slots
+// for the API without a message. Reads are racy by design (statistics); an aligned 8-byte
+// store does not tear on the platforms Node supports (x86-64, arm64).
+
+/** Monotonic counters, then gauges (set, not only incremented). Order = slot index. */
+export const COUNTER_NAMES = [
+  'connectionsAccepted',
+  'connectionsRefused', // max_connections, auth, bad CONNECT
+  'connectionsRefusedMax',
+  'authFailures',
+  'aclDeniedPublish',
+  'aclDeniedSubscribe',
+  'malformedPackets',
+  'protocolErrors',
+  'keepaliveTimeouts',
+  'takeovers',
+  'messagesReceived',
+  'messagesSent',
+  'bytesReceived',
+  'bytesSent',
+  'packetsReceived',
+  'packetsSent',
+  'willsPublished',
+  'droppedQueueFull',
+  'droppedExpired',
+  'droppedTooLarge',
+  'droppedWriteBuffer',
+  'droppedNoSubscribers',
+  'droppedQos0Offline',
+  'sharedRedispatched',
+  // Cross-worker traffic (worker-threaded node; zero inline).
+  'forwardedOut', // messages written to another worker's ring
+  'forwardedIn', // messages read from other workers' rings
+  'forwardPaused', // a full ring paused a publisher's socket
+  'droppedRingFull', // QoS 0 dropped because a ring to another worker was full
+  'sessionsLostOnRestart', // sessions held by a worker that died (counted by the supervisor)
+  // Gauges.
+  'connectionsOpen', // accepted sockets not yet closed
+  'connected', // past CONNACK
+  'sessions',
+  'subscriptions',
+  'retainedStored',
+  'queuedMessages',
+  'queuedBytes',
+  'queuedBytesPeak',
+] as const;
+
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export const COUNTER_SLOTS = COUNTER_NAMES.length;
+export const COUNTERS_BYTES = COUNTER_SLOTS * 8;
+/** Gauges are not summed over restarts: a dead worker's gauges are zeroed. */
+export const FIRST_GAUGE = COUNTER_NAMES.indexOf('connectionsOpen');
+
+const DROPPED: readonly CounterName[] = [
+  'droppedQueueFull', 'droppedExpired', 'droppedTooLarge', 'droppedWriteBuffer', 'droppedQos0Offline', 'droppedRingFull',
+];
+
+// Class + interface merge: one typed field per name, backed by the accessors below.
+export interface Counters extends Record<CounterName, number> {}
 export class Counters {
-  connectionsAccepted = 0;
-  connectionsRefused = 0; // max_connections, auth, bad CONNECT
-  connectionsRefusedMax = 0;
-  authFailures = 0;
-  aclDeniedPublish = 0;
-  aclDeniedSubscribe = 0;
-  malformedPackets = 0;
-  protocolErrors = 0;
-  keepaliveTimeouts = 0;
-  takeovers = 0;
-  messagesReceived = 0;
-  messagesSent = 0;
-  bytesReceived = 0;
-  bytesSent = 0;
-  packetsReceived = 0;
-  packetsSent = 0;
-  retainedStored = 0;
-  willsPublished = 0;
-  /** Messages dropped, by cause. */
-  droppedQueueFull = 0;
-  droppedExpired = 0;
-  droppedTooLarge = 0;
-  droppedWriteBuffer = 0;
-  droppedNoSubscribers = 0;
-  droppedQos0Offline = 0;
-  sharedRedispatched = 0;
-  /** Messages and payload bytes currently held in session queues (offline / over window). */
-  queuedMessages = 0;
-  queuedBytes = 0;
-  /** Peak of queuedBytes since start. */
-  queuedBytesPeak = 0;
+  readonly slots: Float64Array;
+
+  /** `buffer`: COUNTERS_BYTES of (shared) memory; a private one when omitted. */
+  constructor(buffer: ArrayBufferLike = new ArrayBuffer(COUNTERS_BYTES), byteOffset = 0) {
+    this.slots = new Float64Array(buffer, byteOffset, COUNTER_SLOTS);
+  }
 
   get dropped(): number {
-    return this.droppedQueueFull + this.droppedExpired + this.droppedTooLarge +
-      this.droppedWriteBuffer + this.droppedQos0Offline;
+    let n = 0;
+    for (const k of DROPPED) n += this[k];
+    return n;
   }
 
   addQueued(n: number, bytes: number): void {
@@ -45,9 +80,58 @@ export class Counters {
   }
 
   snapshot(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [k, v] of Object.entries(this)) if (typeof v === 'number') out[k] = v;
-    out['dropped'] = this.dropped;
-    return out;
+    return snapshotOf(this.slots, this.dropped);
   }
+}
+for (const [i, name] of COUNTER_NAMES.entries()) {
+  Object.defineProperty(Counters.prototype, name, {
+    get(this: Counters) { return this.slots[i]!; },
+    set(this: Counters, v: number) { this.slots[i] = v; },
+    enumerable: true,
+  });
+}
+
+function snapshotOf(slots: Float64Array, dropped: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [i, k] of COUNTER_NAMES.entries()) out[k] = slots[i]!;
+  out['dropped'] = dropped;
+  return out;
+}
+
+/**
+ * A live read-only sum over several engines' counters (the main thread's view of every
+ * worker), plus `base`: counters kept by the supervisor itself (restarts, lost sessions).
+ */
+export class CountersSum {
+  constructor(private readonly parts: () => readonly Counters[]) {}
+
+  get(name: CounterName | 'dropped'): number {
+    let n = 0;
+    for (const c of this.parts()) n += c[name];
+    return n;
+  }
+
+  snapshot(): Record<string, number> {
+    const sum = new Float64Array(COUNTER_SLOTS);
+    let dropped = 0;
+    for (const c of this.parts()) {
+      for (let i = 0; i < COUNTER_SLOTS; i++) sum[i]! += c.slots[i]!;
+      dropped += c.dropped;
+    }
+    // The peak of a sum is not the sum of peaks; report the largest worker's peak.
+    const peak = COUNTER_NAMES.indexOf('queuedBytesPeak');
+    sum[peak] = Math.max(0, ...this.parts().map((c) => c.queuedBytesPeak));
+    return snapshotOf(sum, dropped);
+  }
+}
+
+/** A Counters-shaped live view over a CountersSum (what tests and $SYS read). */
+export type CountersReader = Readonly<Record<CounterName | 'dropped', number>>;
+
+export function readerOf(sum: CountersSum): CountersReader {
+  const view = {} as Record<string, number>;
+  for (const name of [...COUNTER_NAMES, 'dropped'] as const) {
+    Object.defineProperty(view, name, { get: () => sum.get(name), enumerable: true });
+  }
+  return view as CountersReader;
 }

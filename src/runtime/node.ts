@@ -4,30 +4,108 @@ import type { Logger } from '../log/logger.js';
 import { createAuthorizer } from '../auth/authorizer.js';
 import { Broker } from '../broker/broker.js';
 import { startHttp } from '../mgmt/http.js';
-import { startTcpListener } from '../transport/tcp.js';
-import { startTlsListener } from '../transport/tls.js';
 import { loadUws } from '../transport/uws.js';
-import { startWsListener } from '../transport/ws.js';
+import { mqttPorts, startMqttListeners } from './engine.js';
+import { startWorkerPool, type WorkerPool } from '../workers/supervisor.js';
 import type { Listener } from '../transport/types.js';
 import { VERSION } from '../broker/sys.js';
+import { answerProbe, inlineProbe, type NodeProbe } from './probe.js';
 
 export interface RunningNode {
-  readonly broker: Broker;
+  /** State for the API and tests (the engines may run on other threads). */
+  readonly probe: NodeProbe;
+  /** Worker-threaded node only: its supervisor (null inline). */
+  readonly pool: WorkerPool | null;
   readonly listeners: readonly Listener[];
   stop(reason: string): Promise<void>;
+  /** Before a forced process exit: end worker threads at once (see StartedNode.abort in cli/main.ts). */
+  abort(): Promise<void>;
 }
 
 type Status = 'starting' | 'running' | 'stopping';
 
 export async function startNode(cfg: Config, log: Logger): Promise<RunningNode> {
+  return cfg.node.workers === 0 ? startInlineNode(cfg, log) : startThreadedNode(cfg, log);
+}
+
+/** Worker-threaded: the main thread supervises the workers and serves HTTP. */
+async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode> {
+  let status: Status = 'starting';
+  const startedAt = Date.now();
+  const { uws, native } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
+  const l = cfg.listeners;
+  let pool: WorkerPool | null = null;
+  // HTTP first, so that a load balancer sees 503 while the workers come up.
+  const http = await startHttp({
+    uws, bind: l.bind, port: l.http_port, log,
+    routes: [
+      {
+        method: 'get', path: '/status',
+        handler: () => ({
+          status: status === 'running' ? 200 : 503,
+          body: {
+            node: cfg.node.name, status, version: VERSION,
+            uptime_s: Math.floor((Date.now() - startedAt) / 1000),
+            connections: pool?.probe.counters.connected ?? 0,
+            workers: cfg.node.workers,
+          },
+        }),
+      },
+      {
+        method: 'get', path: '/api/v1/stats',
+        handler: async () => ({ status: pool ? 200 : 503, body: pool ? await pool.stats() : { status } }),
+      },
+      {
+        method: 'get', path: '/api/v1/clients',
+        handler: async () => {
+          if (!pool) return { status: 503, body: { status } };
+          const rows = await Promise.all(pool.probe.clientRows());
+          return { status: 200, body: rows.flat() };
+        },
+      },
+    ],
+  });
+  try {
+    pool = await startWorkerPool(cfg, log);
+  } catch (e) {
+    await http.close().catch(() => undefined);
+    throw e;
+  }
+  status = 'running';
+  const listeners: Listener[] = [http, ...mqttPorts(cfg).map((x) => ({ ...x, close: () => Promise.resolve() }))];
+  log.info('node.running', {
+    version: VERSION, uws_native: native, workers: cfg.node.workers,
+    listeners: listeners.map((x) => ({ name: x.name, port: x.port })),
+    max_connections: cfg.node.max_connections,
+  });
+  const p = pool;
+  let stopped: Promise<void> | null = null;
+  return {
+    probe: p.probe,
+    pool: p,
+    listeners,
+    abort: () => p.abort(),
+    stop(reason: string): Promise<void> {
+      stopped ??= (async () => {
+        status = 'stopping';
+        log.info('node.stopping', { reason, connections: p.probe.connectionCount() });
+        await p.stop(cfg.node.shutdown_timeout_ms);
+        await http.close().catch(() => undefined);
+        log.info('node.stopped', { reason });
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Everything on the calling thread (node.workers = 0). */
+async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   let status: Status = 'starting';
   const { uws, native } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
   const auth = await createAuthorizer({ ...cfg.auth, cn_as_username: cfg.listeners.tls.cn_as_username }, log);
   const broker = new Broker(cfg, log, auth);
   const listeners: Listener[] = [];
   const l = cfg.listeners;
-  const onConnection = broker.accept.bind(broker);
-  const tls = l.tls.cert && l.tls.key ? { cert: l.tls.cert, key: l.tls.key, ca: l.tls.ca } : null;
 
   const closeAll = async () => {
     for (const x of listeners.splice(0).reverse()) await x.close().catch(() => undefined);
@@ -51,36 +129,11 @@ export async function startNode(cfg: Config, log: Logger): Promise<RunningNode> 
         { method: 'get', path: '/api/v1/stats', handler: () => ({ status: 200, body: broker.stats() }) },
         {
           method: 'get', path: '/api/v1/clients',
-          handler: () => ({
-            status: 200,
-            body: [...broker.sessions.values()].map((s) => s.conn
-              ? { ...s.conn.describe(), connected: true }
-              : { clientId: s.clientId, connected: false, queued: s.queue.length, inflight: s.inflight.size }),
-          }),
+          handler: () => ({ status: 200, body: answerProbe(broker, -1, { q: 'apiClients' }) }),
         },
       ],
     }));
-    if (l.mqtt_port) listeners.push(await startTcpListener({ name: 'mqtt', bind: l.bind, port: l.mqtt_port, onConnection, log }));
-    if (l.mqtts_port && tls) {
-      listeners.push(await startTlsListener({
-        name: 'mqtts', bind: l.bind, port: l.mqtts_port, onConnection, log,
-        cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: l.tls.request_cert,
-      }));
-    }
-    const maxPayloadLength = Math.max(cfg.mqtt.max_packet_size, 16 * 1024);
-    if (l.ws_port) {
-      listeners.push(await startWsListener({
-        name: 'ws', uws, bind: l.bind, port: l.ws_port, path: l.ws_path, maxPayloadLength, onConnection, log,
-      }));
-    }
-    if (l.wss_port && tls) {
-      listeners.push(await startWsListener({
-        name: 'wss', uws, bind: l.bind, port: l.wss_port, path: l.ws_path, maxPayloadLength, onConnection, log,
-        // uWS checks a client certificate against `ca` when one is sent; it cannot read the
-        // peer certificate, so cn_as_username works on MQTTS only (docs/auth.md).
-        tls: { cert: tls.cert, key: tls.key, ca: l.tls.request_cert ? tls.ca ?? undefined : undefined },
-      }));
-    }
+    listeners.push(...await startMqttListeners(cfg, log, uws, broker, false));
   } catch (e) {
     await closeAll();
     await auth.close();
@@ -96,8 +149,10 @@ export async function startNode(cfg: Config, log: Logger): Promise<RunningNode> 
 
   let stopped: Promise<void> | null = null;
   return {
-    broker,
+    probe: inlineProbe(broker),
+    pool: null,
     listeners,
+    abort: () => Promise.resolve(),
     stop(reason: string): Promise<void> {
       stopped ??= (async () => {
         status = 'stopping';

@@ -8,7 +8,7 @@
 // so the writer can publish "applied up to seq N" for that worker.
 //
 // Record (little-endian, 12-byte header then the strings as UTF-8):
-//   0  u8   kind        1 = subscribe, 2 = unsubscribe
+//   0  u8   kind        1 = subscribe, 2 = unsubscribe, 3 = online, 4 = offline
 //   1  u8   flags       bit 0: shared (a share group follows the filter); other bits 0
 //   2  u16  worker      worker id
 //   4  u32  seq
@@ -18,7 +18,12 @@
 import { ShmError } from './errors.js';
 import type { RingProducer } from './ring.js';
 
-export type RouteOpKind = 'subscribe' | 'unsubscribe';
+/**
+ * `online` / `offline`: a member of a shared group on this worker got / lost its connection
+ * (or subscribed / unsubscribed while connected); the writer keeps per-worker counts of
+ * online members so that other workers can weight their choice (docs/workers.md).
+ */
+export type RouteOpKind = 'subscribe' | 'unsubscribe' | 'online' | 'offline';
 
 export interface RouteOp {
   kind: RouteOpKind;
@@ -34,7 +39,7 @@ export interface RouteOp {
 
 export const ROUTE_OP_HEADER = 12;
 const KIND_SUBSCRIBE = 1;
-const KIND_UNSUBSCRIBE = 2;
+const KINDS: readonly RouteOpKind[] = ['subscribe', 'unsubscribe', 'online', 'offline'];
 const FLAG_SHARED = 1;
 const U16 = 0xffff;
 
@@ -51,7 +56,8 @@ function checkString(name: string, s: unknown): number {
 
 /** Bytes of the encoded op (validates it). */
 export function routeOpByteLength(op: RouteOp): number {
-  if (op.kind !== 'subscribe' && op.kind !== 'unsubscribe') fail(`route op: unknown kind ${String(op.kind)}`);
+  if (!KINDS.includes(op.kind)) fail(`route op: unknown kind ${String(op.kind)}`);
+  if ((op.kind === 'online' || op.kind === 'offline') && op.group === undefined) fail(`route op: ${op.kind} needs a group`);
   if (!Number.isInteger(op.worker) || op.worker < 0 || op.worker > U16) fail(`route op: worker must be an integer in 0..${U16}, got ${String(op.worker)}`);
   if (!Number.isInteger(op.seq) || op.seq < 0 || op.seq > 0xffffffff) fail(`route op: seq must be an integer in 0..2**32-1, got ${String(op.seq)}`);
   return ROUTE_OP_HEADER + checkString('filter', op.filter) + (op.group === undefined ? 0 : checkString('group', op.group));
@@ -61,7 +67,7 @@ export function routeOpByteLength(op: RouteOp): number {
 export function encodeRouteOp(op: RouteOp): Buffer {
   const total = routeOpByteLength(op);
   const b = Buffer.allocUnsafe(total);
-  b[0] = op.kind === 'subscribe' ? KIND_SUBSCRIBE : KIND_UNSUBSCRIBE;
+  b[0] = KINDS.indexOf(op.kind) + KIND_SUBSCRIBE;
   b[1] = op.group === undefined ? 0 : FLAG_SHARED;
   b.writeUInt16LE(op.worker, 2);
   b.writeUInt32LE(op.seq, 4);
@@ -84,7 +90,7 @@ export function decodeRouteOp(data: Uint8Array, start = 0, length = data.length 
   const b = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const k = b[start];
   const flags = b[start + 1] ?? 0;
-  if (k !== KIND_SUBSCRIBE && k !== KIND_UNSUBSCRIBE) fail(`route op: unknown kind byte ${String(k)}`);
+  if (k === undefined || k < KIND_SUBSCRIBE || k > KIND_SUBSCRIBE + KINDS.length - 1) fail(`route op: unknown kind byte ${String(k)}`);
   if ((flags & ~FLAG_SHARED) !== 0) fail(`route op: unknown flags 0x${flags.toString(16)}`);
   const worker = b.readUInt16LE(start + 2);
   const seq = b.readUInt32LE(start + 4);
@@ -96,7 +102,7 @@ export function decodeRouteOp(data: Uint8Array, start = 0, length = data.length 
   if (ROUTE_OP_HEADER + f + g !== length) fail(`route op: lengths ${ROUTE_OP_HEADER} + ${f} + ${g} do not add up to the record's ${length} bytes`);
   const at = start + ROUTE_OP_HEADER;
   const op: RouteOp = {
-    kind: k === KIND_SUBSCRIBE ? 'subscribe' : 'unsubscribe',
+    kind: KINDS[k - KIND_SUBSCRIBE]!,
     worker,
     seq,
     filter: b.toString('utf8', at, at + f),

@@ -4,6 +4,7 @@ import type { Logger } from '../log/logger.js';
 import { CloseNotifier } from './close-notifier.js';
 import type { Listener, Transport, TransportHandlers, TransportKind } from './types.js';
 import { listenError } from './uws.js';
+import { listenReusePort } from './reuseport.js';
 
 export const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
 /** end(): time allowed to flush and close before the socket is destroyed. */
@@ -21,6 +22,11 @@ export interface TcpListenerOptions {
   /** TCP keepalive probes (default off: MQTT has its own keep alive). */
   keepAlive?: boolean;
   endTimeoutMs?: number;
+  /**
+   * Listen on a socket of an SO_REUSEPORT group (one per worker thread; the kernel spreads
+   * connections evenly by a hash). The caller probes that the port is free first.
+   */
+  reusePort?: boolean;
 }
 
 /**
@@ -160,23 +166,26 @@ export function normalizeAddress(addr: string | undefined): string {
  */
 export async function listenNetServer(
   server: net.Server,
-  opts: { name: string; bind: string; port: number; log: Logger },
+  opts: { name: string; bind: string; port: number; log: Logger; reusePort?: boolean },
 ): Promise<Listener> {
   const raw = new Set<net.Socket>();
   server.on('connection', (s: net.Socket) => {
     raw.add(s);
     s.once('close', () => raw.delete(s));
   });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(listenError(opts.name, opts.bind, opts.port, err.code ?? 'ELISTEN', err.message, err));
-    };
-    server.once('error', onError);
-    server.listen({ host: opts.bind, port: opts.port, exclusive: true }, () => {
-      server.off('error', onError);
-      resolve();
+  if (opts.reusePort) await listenReusePort(server, { name: opts.name, bind: opts.bind, port: opts.port });
+  else {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(listenError(opts.name, opts.bind, opts.port, err.code ?? 'ELISTEN', err.message, err));
+      };
+      server.once('error', onError);
+      server.listen({ host: opts.bind, port: opts.port, exclusive: true }, () => {
+        server.off('error', onError);
+        resolve();
+      });
     });
-  });
+  }
   server.on('error', (err) => opts.log.error('listener.error', { listener: opts.name, err }));
   const addr = server.address();
   const port = addr !== null && typeof addr === 'object' ? addr.port : opts.port;

@@ -120,10 +120,10 @@ type ListenWithOptions = (
 export async function listenExclusive(
   uws: Uws,
   app: UwsApp,
-  opts: { name: string; bind: string; port: number },
+  opts: { name: string; bind: string; port: number; shared?: boolean },
 ): Promise<{ socket: UwsListenSocket; port: number }> {
   const ls = await new Promise<UwsListenSocket | false>((resolve) => {
-    (app.listen as unknown as ListenWithOptions).call(app, opts.bind, opts.port, LIBUS_LISTEN_EXCLUSIVE_PORT, resolve);
+    (app.listen as unknown as ListenWithOptions).call(app, opts.bind, opts.port, opts.shared ? 0 : LIBUS_LISTEN_EXCLUSIVE_PORT, resolve);
   });
   if (ls === false || ls === null || ls === undefined) {
     throw await listenFailure(opts.name, opts.bind, opts.port);

@@ -63,6 +63,12 @@ export interface WsListenerOptions {
   highWaterMark?: number;
   /** Incoming bytes queued while reading is paused before the connection is dropped. */
   maxPausedBytes?: number;
+  /**
+   * Share the port with the same listener in other worker threads of this process (no
+   * LIBUS_LISTEN_EXCLUSIVE_PORT; uWS spreads connections over them). The caller probes that
+   * the port is free first.
+   */
+  shared?: boolean;
 }
 
 interface UserData {
@@ -386,7 +392,7 @@ export async function startWsListener(opts: WsListenerOptions): Promise<Listener
   let ls: UwsListenSocket;
   let port: number;
   try {
-    ({ socket: ls, port } = await listenExclusive(uws, app, { name: opts.name, bind: opts.bind, port: opts.port }));
+    ({ socket: ls, port } = await listenExclusive(uws, app, { name: opts.name, bind: opts.bind, port: opts.port, shared: opts.shared ?? false }));
   } catch (err) {
     closeApp(uws, app, null);
     throw err;

@@ -4,6 +4,8 @@ import { DEFAULTS } from '../../src/config/defaults.js';
 import type { Config } from '../../src/config/types.js';
 import { Logger } from '../../src/log/logger.js';
 import { startNode, type RunningNode } from '../../src/runtime/node.js';
+import type { ConnInfo, RetainedInfo, SessionInfo } from '../../src/runtime/probe.js';
+import type { CountersReader } from '../../src/metrics/counters.js';
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
 
@@ -18,6 +20,17 @@ export interface TestBroker {
   url: string;
   logs: string[];
   stop(): Promise<void>;
+  /** Live counters summed over every worker (synchronous). */
+  readonly counters: CountersReader;
+  /** Accepted sockets not yet closed, over every worker (synchronous). */
+  connectionCount(): number;
+  /** A snapshot of one session (from whichever worker holds it), or null. */
+  session(clientId: string): Promise<SessionInfo | null>;
+  sessionIds(): Promise<string[]>;
+  /** Every open connection (before and after CONNECT), with its worker id. */
+  clients(): Promise<ConnInfo[]>;
+  retained(filter: string): Promise<RetainedInfo[]>;
+  groupMembers(filter: string, group: string): Promise<string[]>;
 }
 
 export async function freePort(): Promise<number> {
@@ -50,6 +63,8 @@ export async function startBroker(overrides: DeepPartial<Config> = {}): Promise<
   cfg.listeners.mqtts_port = 0;
   cfg.listeners.wss_port = 0;
   cfg.mqtt.sys_interval_ms = 0;
+  // The suite runs at FLEETMQ_TEST_WORKERS worker threads (default 1; the test/w4 copies use 4).
+  cfg.node.workers = Number(process.env['FLEETMQ_TEST_WORKERS'] ?? 1);
   merge(cfg as unknown as Record<string, unknown>, overrides as Record<string, unknown>);
   if (cfg.listeners.tls.cert) {
     if (!overrides.listeners?.mqtts_port) cfg.listeners.mqtts_port = await freePort();
@@ -68,15 +83,22 @@ export async function startBroker(overrides: DeepPartial<Config> = {}): Promise<
     port: l.mqtt_port, wsPort: l.ws_port, httpPort: l.http_port, mqttsPort: l.mqtts_port, wssPort: l.wss_port,
     url: `mqtt://127.0.0.1:${l.mqtt_port}`,
     stop: () => node.stop('test'),
+    counters: node.probe.counters,
+    connectionCount: () => node.probe.connectionCount(),
+    session: (id) => node.probe.session(id),
+    sessionIds: () => node.probe.sessionIds(),
+    clients: () => node.probe.clients(),
+    retained: (f) => node.probe.retained(f),
+    groupMembers: (f, g) => node.probe.groupMembers(f, g),
   };
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `cond` until it holds or the time runs out (then throws with `what`). */
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+/** Polls `cond` (sync or async) until it holds or the time runs out (then throws with `what`). */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 3000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }

@@ -97,6 +97,27 @@ export async function handleConnect(c: ClientConnection, p: IConnectPacket): Pro
   }
   c.connectExpiry = expiry;
 
+  // Worker-threaded node: the session may live on another worker (takeover moves it here),
+  // and its subscriptions must be routed to this worker before the client is told it is back.
+  const claim = b.router?.claim(clientId, p.clean !== false) ?? null;
+  if (claim !== null) {
+    b.claiming.set(clientId, c);
+    const moved = await claim;
+    if (moved !== null) b.adoptSession(clientId, moved);
+    const routed = b.router?.sync() ?? null;
+    if (routed !== null) await routed;
+    if (b.claiming.get(clientId) === c) b.claiming.delete(clientId);
+    if (c.superseded) {
+      // A newer connection with this client id claimed the session while we waited.
+      b.counters.takeovers++;
+      return c.close();
+    }
+    if ((c.state as string) === 'closed') {
+      // Gone while we waited: the session stays here, offline, by the usual rules.
+      if (moved !== null) b.parkSession(clientId);
+      return;
+    }
+  }
   const present = b.openSession(c, p.clean !== false, expiry);
   c.state = 'connected';
   if (v5) {

@@ -57,6 +57,9 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
     };
     const n = b.received(m);
     if (n === 0 && v5) code = 0x10; // No matching subscribers
+    // The message is ours now (queued behind a full ring if need be); read no more from
+    // this publisher until the ring drains, so nothing of QoS 1/2 is ever dropped.
+    if (b.router?.blocked) c.pauseForRing();
   }
   if (p.qos === 0) return;
   // 3.1.1 has no reason codes: a refused QoS 1/2 message is acknowledged and dropped.

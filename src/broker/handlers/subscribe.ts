@@ -44,19 +44,27 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
     granted.push(qos);
     if (share.group === null) retained.push({ sub, isNew });
   }
-  c.send({ cmd: 'suback', messageId: p.messageId, granted } as Packet);
+  const finish = (): void => {
+    c.send({ cmd: 'suback', messageId: p.messageId, granted } as Packet);
 
-  // Retained messages follow the SUBACK; Retain Handling 1 only for a new subscription,
-  // 2 never [MQTT-3.3.1-9/10/11 v5]; shared subscriptions get none.
-  if (!b.cfg.mqtt.retain_available) return;
-  for (const { sub, isNew } of retained) {
-    if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
-    for (const m of b.retainedFor(sub.filter)) {
-      const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
-      const qos = (m.qos < sub.qos ? m.qos : sub.qos) as QoS;
-      c.deliver({ msg: m, qos, retain: true, subIds, shared: undefined });
+    // Retained messages follow the SUBACK; Retain Handling 1 only for a new subscription,
+    // 2 never [MQTT-3.3.1-9/10/11 v5]; shared subscriptions get none.
+    if (!b.cfg.mqtt.retain_available) return;
+    for (const { sub, isNew } of retained) {
+      if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
+      for (const m of b.retainedFor(sub.filter)) {
+        const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
+        const qos = (m.qos < sub.qos ? m.qos : sub.qos) as QoS;
+        c.deliver({ msg: m, qos, retain: true, subIds, shared: undefined });
+      }
     }
-  }
+  };
+  // Worker-threaded node: SUBACK goes once every worker routes by the new subscription, and
+  // after this worker drained what other workers forwarded (so a retained message whose
+  // PUBACK the client may have seen before it subscribed is in this worker's replica).
+  const routed = b.router?.sync() ?? null;
+  if (routed === null) finish();
+  else c.hold(routed, finish);
 }
 
 export function handleUnsubscribe(c: ClientConnection, p: IUnsubscribePacket): void {

@@ -1,0 +1,73 @@
+// What the broker engine needs from the worker-threaded node (src/workers/fabric.ts): the
+// shared route trie, the rings to the other workers, the session registry. An inline node
+// (node.workers = 0) has no router and routes everything itself.
+import type { Message } from './message.js';
+import type { SessionTransfer } from './transfer.js';
+
+/** A shared-subscription group named in a forwarded message. */
+export interface GroupRef {
+  /** routeId(group, filter); 0 when the trie had none yet (then the name decides). */
+  readonly route: number;
+  readonly group: string;
+}
+
+export interface RouteGroupMatch {
+  readonly group: string;
+  readonly route: number;
+  /** Workers holding members of the group. */
+  readonly mask: number;
+}
+
+export interface RouteMatch {
+  /** Workers with a non-shared subscription matching the topic (bit w = worker w). */
+  readonly mask: number;
+  readonly groups: readonly RouteGroupMatch[];
+}
+
+export interface Router {
+  readonly workerId: number;
+  /** Every worker's bit. */
+  readonly allMask: number;
+  match(topic: string): RouteMatch;
+  /** This worker's first subscription to `filter` (in `group`) appeared / its last one went. */
+  routeAdded(filter: string, group: string | null): void;
+  routeRemoved(filter: string, group: string | null): void;
+  /** A member of shared group (filter, group) on this worker came online (+1) or went offline (-1). */
+  memberOnline(filter: string, group: string, delta: 1 | -1): void;
+  /** Online members of the group with route id `route` on worker `w` (0 when unknown). */
+  onlineMembers(route: number, w: number): number;
+  /**
+   * Resolves once every route change sent so far is in the trie (so every worker routes by
+   * it) and this worker has drained its inbound rings; null when there is nothing to wait for.
+   */
+  sync(): Promise<void> | null;
+  /**
+   * Hands `m` to worker `w`: deliver to its non-shared subscribers (`nonShared`), to one
+   * member of each group in `groups`, and store it as retained under `retainSeq` (> 0).
+   * Returns false when it was dropped (QoS 0 behind a full ring, counted).
+   */
+  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): boolean;
+  /** A ring is full and messages wait behind it: the publisher should stop reading. */
+  readonly blocked: boolean;
+  /** Calls `resume` once every waiting message is in its ring. */
+  whenUnblocked(resume: () => void): void;
+  /** Node-wide order of retained-message updates (last writer wins on every worker). */
+  nextRetainSeq(): number;
+  /**
+   * Registers this worker as the owner of `clientId`'s session. When another worker held
+   * it, that worker ends the old connection (takeover) and hands the session over (null
+   * when it ends or there was none). Returns null without a round trip when no other
+   * worker can hold it.
+   */
+  claim(clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> | null;
+  /** The session of `clientId` ended on this worker. */
+  released(clientId: string): void;
+}
+
+/** FNV-1a of `$share/<group>/<filter>`, never 0: the id a shared group's trie terminal carries. */
+export function routeId(group: string, filter: string): number {
+  let h = 0x811c9dc5;
+  const key = `$share/${group}/${filter}`;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 1) | 1;
+}

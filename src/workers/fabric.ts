@@ -1,0 +1,286 @@
+// The worker side of the worker-threaded node: the broker engine's Router. Matches topics in
+// the shared trie, forwards messages to other workers over SPSC rings, sends route changes to
+// the trie writer, and asks the supervisor about session ownership (docs/workers.md).
+import type { Broker } from '../broker/broker.js';
+import type { Message } from '../broker/message.js';
+import type { GroupRef, RouteMatch, Router } from '../broker/router.js';
+import { routeId } from '../broker/router.js';
+import type { SessionTransfer } from '../broker/transfer.js';
+import type { Counters } from '../metrics/counters.js';
+import type { Logger } from '../log/logger.js';
+import { RingConsumer, RingProducer, type RingLoop } from '../shm/ring.js';
+import { encodeRouteOp, type RouteOp } from '../shm/route-op.js';
+import { TrieReader, type TrieBuffers } from '../trie/index.js';
+import { decodeRecord, RecordEncoder } from './message-record.js';
+import { C_APPLIED, C_OPEN_CONNECTIONS, CONTROL_WORDS, findGroupEntry, type SharedPlan } from './plan.js';
+
+/** Atomics.waitAsync: in Node 20 (V8 11.3) but not in TypeScript's ES2022 lib. */
+type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+const waitAsync = (Atomics as unknown as {
+  waitAsync: (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
+}).waitAsync;
+
+export interface FabricOptions {
+  id: number;
+  plan: SharedPlan;
+  trie: TrieBuffers;
+  broker: Broker;
+  log: Logger;
+  /** Round trip to the supervisor (session registry). */
+  ask: (msg: { type: 'claim'; clientId: string; cleanStart: boolean }) => Promise<SessionTransfer | null>;
+  tell: (msg: { type: 'unclaim'; clientId: string }) => void;
+}
+
+/** Messages waiting for room in one ring (full ring): whole records, in order. */
+interface Backlog {
+  records: Buffer[];
+  bytes: number;
+  waiting: boolean;
+}
+
+export class Fabric implements Router {
+  readonly workerId: number;
+  readonly allMask: number;
+  private readonly ctl: Int32Array;
+  private readonly seq64: BigInt64Array;
+  private readonly weights: Int32Array;
+  private readonly reader: TrieReader;
+  private readonly out: (RingProducer | null)[];
+  private readonly inbound: RingConsumer[] = [];
+  private readonly loops: RingLoop[] = [];
+  private readonly backlog: (Backlog | null)[];
+  private readonly routes: RingProducer;
+  private readonly routeBacklog: Buffer[] = [];
+  private routeFlushing = false;
+  private routeSeq: number;
+  private readonly encoder = new RecordEncoder();
+  private readonly counters: Counters;
+  private blockedRings = 0;
+  private unblockWaiters: (() => void)[] = [];
+  private readonly onRecord: (data: Buffer, start: number, length: number) => void;
+
+  constructor(private readonly o: FabricOptions) {
+    const { id, plan } = o;
+    this.workerId = id;
+    this.allMask = plan.workers >= 31 ? 0x7fffffff : (1 << plan.workers) - 1;
+    this.ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
+    this.seq64 = new BigInt64Array(plan.control, CONTROL_WORDS * 4, 1);
+    this.weights = new Int32Array(plan.groupWeights);
+    this.reader = new TrieReader(o.trie);
+    this.counters = o.broker.counters;
+    this.out = plan.rings[id]!.map((sab) => (sab ? new RingProducer(sab) : null));
+    this.backlog = this.out.map(() => null);
+    this.routes = new RingProducer(plan.routeRings[id]!);
+    // A restarted worker continues the sequence its predecessor left in the applied word.
+    this.routeSeq = Atomics.load(this.ctl, C_APPLIED + id) >>> 0;
+    const b = o.broker;
+    this.onRecord = (data, start, length) => {
+      const f = decodeRecord(data, start, length);
+      b.receiveForwarded(f.msg, f.nonShared, f.groups, f.retainSeq);
+    };
+    for (let w = 0; w < plan.workers; w++) {
+      const sab = plan.rings[w]![id];
+      if (sab) this.inbound.push(new RingConsumer(sab));
+    }
+  }
+
+  get readerSlot(): number {
+    return this.reader.slot;
+  }
+
+  /** Starts draining the inbound rings (after the broker is ready to deliver). */
+  start(): void {
+    for (const c of this.inbound) {
+      const loop = c.start(this.onRecord, { batch: 256, ref: false });
+      loop.done.catch((e: unknown) => this.o.log.error('fabric.ring_loop_failed', { error: e }));
+      this.loops.push(loop);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.loops.splice(0).map((l) => l.stop()));
+    this.reader.close();
+  }
+
+  /** The node-wide connection gate (node.max_connections over every worker). */
+  gate(): { acquire(): number; release(): void } {
+    const ctl = this.ctl;
+    return {
+      acquire: () => Atomics.add(ctl, C_OPEN_CONNECTIONS, 1),
+      release: () => void Atomics.sub(ctl, C_OPEN_CONNECTIONS, 1),
+    };
+  }
+
+  match(topic: string): RouteMatch {
+    return this.reader.match(topic);
+  }
+
+  // ---- routes ------------------------------------------------------------------------
+
+  routeAdded(filter: string, group: string | null): void {
+    this.sendRoute('subscribe', filter, group);
+  }
+
+  routeRemoved(filter: string, group: string | null): void {
+    this.sendRoute('unsubscribe', filter, group);
+  }
+
+  memberOnline(filter: string, group: string, delta: 1 | -1): void {
+    this.sendRoute(delta === 1 ? 'online' : 'offline', filter, group);
+  }
+
+  onlineMembers(route: number, w: number): number {
+    const e = findGroupEntry(this.weights, route, false);
+    return e < 0 ? 0 : Atomics.load(this.weights, e + 1 + w);
+  }
+
+  private sendRoute(kind: RouteOp['kind'], filter: string, group: string | null): void {
+    this.routeSeq = (this.routeSeq + 1) >>> 0;
+    const op: RouteOp = { kind, worker: this.workerId, seq: this.routeSeq, filter };
+    if (group !== null) op.group = group;
+    const rec = encodeRouteOp(op);
+    if (this.routeBacklog.length === 0 && this.routes.tryWrite(rec)) return;
+    this.routeBacklog.push(rec);
+    void this.flushRoutes();
+  }
+
+  private async flushRoutes(): Promise<void> {
+    if (this.routeFlushing) return;
+    this.routeFlushing = true;
+    try {
+      while (this.routeBacklog.length > 0) {
+        if (this.routes.tryWrite(this.routeBacklog[0]!)) this.routeBacklog.shift();
+        else await this.routes.waitForSpace(this.routeBacklog[0]!.length + 8, { ref: false });
+      }
+    } finally {
+      this.routeFlushing = false;
+    }
+  }
+
+  sync(): Promise<void> | null {
+    this.drainInbound();
+    const target = this.routeSeq;
+    if (this.appliedReached(target)) return null;
+    return this.waitApplied(target).then(() => this.drainInbound());
+  }
+
+  private appliedReached(target: number): boolean {
+    // Sequence numbers wrap at 2^32: compare by signed distance.
+    return ((Atomics.load(this.ctl, C_APPLIED + this.workerId) - target) | 0) >= 0;
+  }
+
+  private async waitApplied(target: number): Promise<void> {
+    const i = C_APPLIED + this.workerId;
+    // A timer keeps the event loop alive while we wait (waitAsync alone does not).
+    const keep = setInterval(() => undefined, 1 << 30);
+    try {
+      while (!this.appliedReached(target)) {
+        const cur = Atomics.load(this.ctl, i);
+        const r = waitAsync(this.ctl, i, cur, 1000);
+        if (r.async) await r.value;
+      }
+    } finally {
+      clearInterval(keep);
+    }
+  }
+
+  /** Delivers whatever other workers have forwarded so far, synchronously. */
+  private drainInbound(): void {
+    for (const c of this.inbound) {
+      try {
+        c.drain(this.onRecord);
+      } catch (e) {
+        // Re-entered from inside a drain (cannot happen from a socket handler) or a bad record.
+        this.o.log.error('fabric.drain_failed', { error: e });
+      }
+    }
+  }
+
+  // ---- messages ------------------------------------------------------------------------
+
+  nextRetainSeq(): number {
+    return Number(Atomics.add(this.seq64, 0, 1n)) + 1;
+  }
+
+  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): boolean {
+    const ring = this.out[w];
+    if (!ring) return false;
+    const parts = this.encoder.encode(m, nonShared, groups, retainSeq);
+    const q = this.backlog[w];
+    if (!q || q.records.length === 0) {
+      if (ring.tryWrite(parts)) {
+        this.counters.forwardedOut++;
+        return true;
+      }
+    }
+    if (m.qos === 0 && retainSeq === 0) {
+      // QoS 0 may be dropped when the ring is full (or messages already wait): counted.
+      this.counters.droppedRingFull++;
+      ring.countDrop();
+      return false;
+    }
+    const len = parts[0].length + parts[1].length;
+    if (len > ring.maxRecordBytes) {
+      this.counters.droppedTooLarge++;
+      this.o.log.warn('fabric.record_too_large', { bytes: len, max: ring.maxRecordBytes });
+      return false;
+    }
+    // QoS 1/2 and retained messages wait in order behind the full ring; the publisher stops
+    // reading (Router.blocked) until they are in.
+    const rec = Buffer.concat(parts, len);
+    let b = q;
+    if (!b) this.backlog[w] = b = { records: [], bytes: 0, waiting: false };
+    if (b.records.length === 0) this.blockedRings++;
+    b.records.push(rec);
+    b.bytes += len;
+    if (!b.waiting) void this.flushBacklog(w, ring, b);
+    return true;
+  }
+
+  private async flushBacklog(w: number, ring: RingProducer, b: Backlog): Promise<void> {
+    b.waiting = true;
+    try {
+      while (b.records.length > 0) {
+        const rec = b.records[0]!;
+        if (ring.tryWrite(rec)) {
+          b.records.shift();
+          b.bytes -= rec.length;
+          this.counters.forwardedOut++;
+          continue;
+        }
+        await ring.waitForSpace(Math.max(rec.length + 8, ring.capacity / 4));
+      }
+    } catch (e) {
+      this.o.log.error('fabric.backlog_failed', { worker: w, error: e });
+    } finally {
+      b.waiting = false;
+    }
+    if (b.records.length === 0 && --this.blockedRings === 0) {
+      const waiters = this.unblockWaiters;
+      this.unblockWaiters = [];
+      for (const f of waiters) f();
+    }
+  }
+
+  get blocked(): boolean {
+    return this.blockedRings > 0;
+  }
+
+  whenUnblocked(resume: () => void): void {
+    if (this.blockedRings === 0) resume();
+    else this.unblockWaiters.push(resume);
+  }
+
+  // ---- sessions ------------------------------------------------------------------------
+
+  claim(clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> | null {
+    if (this.o.plan.workers === 1) return null;
+    return this.o.ask({ type: 'claim', clientId, cleanStart });
+  }
+
+  released(clientId: string): void {
+    if (this.o.plan.workers > 1) this.o.tell({ type: 'unclaim', clientId });
+  }
+}
+
+export { routeId };

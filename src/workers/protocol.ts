@@ -1,0 +1,37 @@
+// Messages between the supervisor (main thread) and a connection worker (postMessage; not
+// on the publish path: start-up, shutdown, session registry, probes, logs).
+import type { SessionTransfer } from '../broker/transfer.js';
+import type { Message } from '../broker/message.js';
+import type { Config } from '../config/types.js';
+import type { ProbeQuery } from '../runtime/probe.js';
+import type { SharedPlan } from './plan.js';
+
+export interface WorkerData {
+  id: number;
+  plan: SharedPlan;
+  trie: { heap: SharedArrayBuffer };
+  cfg: Config;
+  /** Retained messages (with their sequence numbers) from a live sibling, for a restarted worker. */
+  retained: [Message, number][];
+  /** Accept {type:'fault'} (tests of the supervisor). */
+  faultInjection: boolean;
+}
+
+export type ToWorker =
+  | { type: 'stop'; timeoutMs: number }
+  | { type: 'probe'; reqId: number; query: ProbeQuery }
+  | { type: 'release'; reqId: number; clientId: string; cleanStart: boolean }
+  | { type: 'retainedSnapshot'; reqId: number }
+  | { type: 'reply'; reqId: number; value: SessionTransfer | null }
+  | { type: 'fault'; how: 'throw' | 'exit' }
+  /** Forced exit of the process: close uWS sockets and end now. */
+  | { type: 'abort' };
+
+export type FromWorker =
+  | { type: 'ready'; slot: number }
+  | { type: 'failed'; message: string; code: string | undefined }
+  | { type: 'log'; line: string }
+  | { type: 'reply'; reqId: number; value: unknown }
+  | { type: 'claim'; reqId: number; clientId: string; cleanStart: boolean }
+  | { type: 'unclaim'; clientId: string }
+  | { type: 'stopped' };

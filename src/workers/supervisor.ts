@@ -1,0 +1,325 @@
+// The main thread of a worker-threaded node: starts the trie writer and the connection
+// workers, restarts a worker that dies, keeps the session registry (client id → worker),
+// answers probes by asking the workers, serves HTTP (docs/workers.md).
+import { Worker } from 'node:worker_threads';
+import type { Message } from '../broker/message.js';
+import type { SessionTransfer } from '../broker/transfer.js';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log/logger.js';
+import { Counters, CountersSum, FIRST_GAUGE, COUNTER_SLOTS, readerOf } from '../metrics/counters.js';
+import { mqttPorts } from '../runtime/engine.js';
+import type { ConnInfo, NodeProbe, ProbeQuery, RetainedInfo, SessionInfo } from '../runtime/probe.js';
+import { probeExclusive } from '../transport/reuseport.js';
+import { C_OPEN_CONNECTIONS, CONTROL_WORDS, createPlan, type SharedPlan } from './plan.js';
+import type { FromWorker, ToWorker, WorkerData } from './protocol.js';
+import type { FromReplicator, ToReplicator } from './replicator.js';
+
+type SlotState = 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped';
+
+interface Slot {
+  readonly id: number;
+  worker: Worker | null;
+  state: SlotState;
+  restarts: number;
+  readerSlot: number;
+  /** Requests to this worker waiting for a reply. */
+  readonly pending: Map<number, (v: unknown) => void>;
+}
+
+export interface WorkerStats {
+  id: number;
+  state: SlotState;
+  restarts: number;
+  threadId: number | null;
+  connections: number;
+  connectionsOpen: number;
+  sessions: number;
+  subscriptions: number;
+  messagesReceived: number;
+  messagesSent: number;
+  forwardedOut: number;
+  forwardedIn: number;
+  droppedRingFull: number;
+  forwardPaused: number;
+}
+
+export interface WorkerPool {
+  readonly plan: SharedPlan;
+  readonly probe: NodeProbe;
+  readonly counters: Counters[];
+  stats(): Promise<Record<string, unknown>>;
+  /** Tests of the supervisor: make worker `id` throw or exit (needs FLEETMQ_FAULT_INJECTION=1). */
+  injectFault(id: number, how: 'throw' | 'exit'): void;
+  /** Resolves when worker `id` has been restarted `n` times in all and runs again. */
+  whenRunning(id: number, restarts: number): Promise<void>;
+  stop(timeoutMs: number): Promise<void>;
+  /** Ends every worker at once (each closes its uWS sockets first); bounded by 1 s. */
+  abort(): Promise<void>;
+}
+
+const WORKER_URL = new URL('./worker-main.js', import.meta.url);
+const REPLICATOR_URL = new URL('./replicator.js', import.meta.url);
+
+export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerPool> {
+  const n = cfg.node.workers;
+  // Every worker listens with SO_REUSEPORT / a shared uWS port; first make sure nobody else
+  // holds a port, so a second node on the same port fails instead of sharing it.
+  for (const { name, port } of mqttPorts(cfg)) await probeExclusive(name, cfg.listeners.bind, port);
+  const plan = createPlan(n, cfg.mqtt.max_packet_size);
+  const counters = plan.counters.map((sab) => new Counters(sab));
+  const ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
+  const faultInjection = process.env['FLEETMQ_FAULT_INJECTION'] === '1';
+  let stopping = false;
+  let sessionsLost = 0;
+  let nextReq = 1;
+
+  // ---- the trie writer ------------------------------------------------------------
+  const rep = new Worker(REPLICATOR_URL, { workerData: { plan }, name: 'fleetmq-replicator' });
+  const repPending = new Map<number, (v: unknown) => void>();
+  const trie = await new Promise<{ heap: SharedArrayBuffer }>((resolve, reject) => {
+    rep.once('error', reject);
+    rep.on('message', (m: FromReplicator) => {
+      if (m.type === 'ready') resolve(m.trie);
+      else if (m.type === 'reply') {
+        repPending.get(m.reqId)?.(m.value);
+        repPending.delete(m.reqId);
+      } else log.error('replicator.error', { error: m.error });
+    });
+  });
+  rep.on('error', (e) => log.error('replicator.crashed', { error: e }));
+  const askRep = (m: ToReplicator & { reqId: number }): Promise<unknown> => new Promise((resolve) => {
+    repPending.set(m.reqId, resolve);
+    rep.postMessage(m);
+  });
+
+  // ---- connection workers -----------------------------------------------------------
+  const slots: Slot[] = Array.from({ length: n }, (_, id) => ({
+    id, worker: null, state: 'starting', restarts: 0, readerSlot: -1, pending: new Map(),
+  }));
+  /** Session registry: which worker holds each client id's session. */
+  const registry = new Map<string, number>();
+  /** Claims of one client id run one after the other. */
+  const claimChain = new Map<string, Promise<void>>();
+  const runningWaiters: (() => void)[] = [];
+
+  const post = (s: Slot, m: ToWorker): void => s.worker?.postMessage(m);
+  const ask = (s: Slot, m: ToWorker & { reqId: number }): Promise<unknown> => {
+    if (s.state !== 'running' || !s.worker) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      s.pending.set(m.reqId, resolve);
+      s.worker!.postMessage(m);
+    });
+  };
+
+  const claim = (s: Slot, reqId: number, clientId: string, cleanStart: boolean): void => {
+    const prev = claimChain.get(clientId) ?? Promise.resolve();
+    const run = prev.then(async () => {
+      const owner = registry.get(clientId);
+      registry.set(clientId, s.id);
+      let moved: SessionTransfer | null = null;
+      const o = owner === undefined ? undefined : slots[owner];
+      if (o && o !== s && o.state === 'running') {
+        moved = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
+      }
+      post(s, { type: 'reply', reqId, value: moved });
+    });
+    const done = run.catch((e: unknown) => log.error('registry.claim_failed', { client: clientId, error: e }));
+    claimChain.set(clientId, done);
+    void done.then(() => {
+      if (claimChain.get(clientId) === done) claimChain.delete(clientId);
+    });
+  };
+
+  const onMessage = (s: Slot, m: FromWorker): void => {
+    switch (m.type) {
+      case 'log': return log.raw(m.line);
+      case 'reply': {
+        const f = s.pending.get(m.reqId);
+        s.pending.delete(m.reqId);
+        f?.(m.value);
+        return;
+      }
+      case 'claim': return claim(s, m.reqId, m.clientId, m.cleanStart);
+      case 'unclaim':
+        if (registry.get(m.clientId) === s.id) registry.delete(m.clientId);
+        return;
+      default:
+        return; // ready / failed / stopped: handled by spawn() and stop()
+    }
+  };
+
+  const spawn = (s: Slot, retained: [Message, number][]): Promise<void> => {
+    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, faultInjection };
+    const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}` });
+    s.worker = w;
+    w.on('error', (e) => log.error('worker.error', { worker: s.id, error: e }));
+    w.on('exit', (code) => void onExit(s, w, code));
+    return new Promise<void>((resolve, reject) => {
+      const first = (m: FromWorker): void => {
+        if (m.type === 'ready') {
+          w.off('message', first);
+          s.readerSlot = m.slot;
+          s.state = 'running';
+          for (const f of runningWaiters.splice(0)) f();
+          resolve();
+        } else if (m.type === 'failed') {
+          w.off('message', first);
+          reject(Object.assign(new Error(m.message), { code: m.code }));
+        }
+      };
+      w.on('message', first);
+      w.on('message', (m: FromWorker) => onMessage(s, m));
+      w.once('exit', (code) => reject(new Error(`worker ${s.id} exited with code ${code} while starting`)));
+    });
+  };
+
+  const onExit = async (s: Slot, w: Worker, code: number): Promise<void> => {
+    if (s.worker !== w) return;
+    s.worker = null;
+    for (const f of s.pending.values()) f(null);
+    s.pending.clear();
+    if (stopping || s.state === 'stopping' || s.state === 'stopped') {
+      s.state = 'stopped';
+      return;
+    }
+    const wasStarting = s.state === 'starting';
+    s.state = 'restarting';
+    if (wasStarting) return; // start-up failure: startWorkerPool reports it
+    // Its clients are gone with it; their sessions were in its memory only (until durable
+    // sessions arrive): counted and logged.
+    const c = counters[s.id]!;
+    const lost = c.sessions;
+    sessionsLost += lost;
+    c.sessionsLostOnRestart += lost;
+    Atomics.sub(ctl, C_OPEN_CONNECTIONS, c.connectionsOpen);
+    for (let i = FIRST_GAUGE; i < COUNTER_SLOTS; i++) c.slots[i] = 0;
+    let dropped = 0;
+    for (const [id, owner] of registry) {
+      if (owner === s.id) {
+        registry.delete(id);
+        dropped++;
+      }
+    }
+    log.error('worker.exited', { worker: s.id, code, sessions_lost: lost, registry_dropped: dropped });
+    const routes = await askRep({ type: 'purge', worker: s.id, slot: s.readerSlot, reqId: nextReq++ });
+    s.restarts++;
+    const sibling = slots.find((x) => x !== s && x.state === 'running');
+    const retained = sibling
+      ? ((await ask(sibling, { type: 'retainedSnapshot', reqId: nextReq++ })) as [Message, number][] | null) ?? []
+      : [];
+    if (stopping) return;
+    try {
+      await spawn(s, retained);
+      log.warn('worker.restarted', { worker: s.id, restarts: s.restarts, routes_purged: routes, retained: retained.length });
+    } catch (e) {
+      log.error('worker.restart_failed', { worker: s.id, error: e });
+    }
+  };
+
+  const stopAll = async (timeoutMs: number): Promise<void> => {
+    stopping = true;
+    await Promise.all(slots.map(async (s) => {
+      const w = s.worker;
+      if (!w) return;
+      s.state = 'stopping';
+      const exited = new Promise<void>((r) => w.once('exit', () => r()));
+      post(s, { type: 'stop', timeoutMs });
+      // A worker that does not finish in time is terminated (its uWS sockets may then
+      // abort the process; stop() asked first, so this is the last resort).
+      const t = setTimeout(() => void w.terminate(), timeoutMs + 3000);
+      await exited;
+      clearTimeout(t);
+    }));
+    const repExit = new Promise<void>((r) => rep.once('exit', () => r()));
+    rep.postMessage({ type: 'stop' } satisfies ToReplicator);
+    const t = setTimeout(() => void rep.terminate(), 2000);
+    await repExit;
+    clearTimeout(t);
+  };
+
+  try {
+    await Promise.all(slots.map((s) => spawn(s, [])));
+  } catch (e) {
+    await stopAll(1000);
+    throw e;
+  }
+
+  // ---- probes -------------------------------------------------------------------------
+  const askAll = async <T>(query: ProbeQuery): Promise<T[]> => {
+    const live = slots.filter((s) => s.state === 'running');
+    const answers = await Promise.all(live.map((s) => ask(s, { type: 'probe', reqId: nextReq++, query })));
+    return answers.filter((x) => x !== null) as T[];
+  };
+  const sum = new CountersSum(() => counters);
+  const probe: NodeProbe = {
+    counters: readerOf(sum),
+    connectionCount: () => sum.get('connectionsOpen'),
+    session: async (clientId) => {
+      const all = await askAll<SessionInfo>({ q: 'session', clientId });
+      return all.find((x) => x.connected) ?? all[0] ?? null;
+    },
+    sessionIds: async () => (await askAll<string[]>({ q: 'sessionIds' })).flat(),
+    clients: async () => (await askAll<ConnInfo[]>({ q: 'clients' })).flat(),
+    // Every worker holds a replica; one answer is the node's.
+    retained: async (filter) => (await askAll<RetainedInfo[]>({ q: 'retained', filter }))[0] ?? [],
+    groupMembers: async (filter, group) => (await askAll<string[]>({ q: 'groupMembers', filter, group })).flat(),
+    clientRows: () => [askAll<unknown[]>({ q: 'apiClients' }).then((x) => x.flat())],
+  };
+
+  return {
+    plan, probe, counters,
+    async stats() {
+      const snap = sum.snapshot();
+      const workers: WorkerStats[] = slots.map((s) => {
+        const c = counters[s.id]!;
+        return {
+          id: s.id, state: s.state, restarts: s.restarts, threadId: s.worker?.threadId ?? null,
+          connections: c.connected, connectionsOpen: c.connectionsOpen, sessions: c.sessions,
+          subscriptions: c.subscriptions, messagesReceived: c.messagesReceived, messagesSent: c.messagesSent,
+          forwardedOut: c.forwardedOut, forwardedIn: c.forwardedIn, droppedRingFull: c.droppedRingFull,
+          forwardPaused: c.forwardPaused,
+        };
+      });
+      const trieStats = await Promise.race([
+        askRep({ type: 'stats', reqId: nextReq++ }),
+        new Promise((r) => setTimeout(() => r(null), 1000).unref()),
+      ]);
+      return {
+        connections: snap['connected'], sessions: snap['sessions'], subscriptions: snap['subscriptions'],
+        retained: Math.max(0, ...counters.map((c) => c.retainedStored)),
+        ...snap,
+        sessionsLostOnRestart: sessionsLost,
+        workerRestarts: slots.reduce((a, s) => a + s.restarts, 0),
+        registry: registry.size,
+        workers,
+        trie: trieStats,
+      };
+    },
+    injectFault(id, how) {
+      const s = slots[id];
+      if (s) post(s, { type: 'fault', how });
+    },
+    whenRunning(id, restarts) {
+      return new Promise<void>((resolve) => {
+        const check = (): void => {
+          const s = slots[id];
+          if (s && s.state === 'running' && s.restarts >= restarts) resolve();
+          else runningWaiters.push(check);
+        };
+        check();
+      });
+    },
+    stop: stopAll,
+    async abort() {
+      stopping = true;
+      const exits = slots.map((s) => {
+        const w = s.worker;
+        if (!w) return Promise.resolve();
+        const p = new Promise<void>((r) => w.once('exit', () => r()));
+        post(s, { type: 'abort' });
+        return p;
+      });
+      await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 1000))]);
+    },
+  };
+}

@@ -1,0 +1,133 @@
+// A connection worker thread: one broker engine with its own listeners (sharing the node's
+// ports), its clients and their sessions, attached to the shared trie and rings by a Fabric.
+import { parentPort, workerData } from 'node:worker_threads';
+import { createAuthorizer } from '../auth/authorizer.js';
+import { Broker } from '../broker/broker.js';
+import type { SessionTransfer } from '../broker/transfer.js';
+import { reviveMessage } from '../broker/transfer.js';
+import { Logger } from '../log/logger.js';
+import { Counters } from '../metrics/counters.js';
+import { startMqttListeners } from '../runtime/engine.js';
+import { answerProbe } from '../runtime/probe.js';
+import { loadUws } from '../transport/uws.js';
+import type { Listener } from '../transport/types.js';
+import { Fabric } from './fabric.js';
+import type { FromWorker, ToWorker, WorkerData } from './protocol.js';
+
+const port = parentPort!;
+const data = workerData as WorkerData;
+const { id, plan, cfg } = data;
+const send = (m: FromWorker): void => port.postMessage(m);
+const log = new Logger(cfg.log.level, { node: cfg.node.name, worker: id }, (line) => send({ type: 'log', line }));
+
+let listeners: Listener[] = [];
+let uwsClosed = false;
+
+/**
+ * With this uWebSockets.js build a thread that ends while it holds a uWS socket aborts the
+ * whole process (uv_loop_close with open handles): close every uWS listener and socket
+ * first, synchronously, on every way out.
+ */
+function closeUwsNow(): void {
+  if (uwsClosed) return;
+  uwsClosed = true;
+  for (const l of listeners) if (l.name === 'ws' || l.name === 'wss') void l.close();
+}
+const realExit = process.exit.bind(process);
+process.exit = ((code?: number) => {
+  closeUwsNow();
+  realExit(code);
+}) as typeof process.exit;
+process.on('uncaughtException', (e) => {
+  log.error('worker.crashed', { error: e, stack: e instanceof Error ? e.stack : undefined });
+  closeUwsNow();
+  realExit(70);
+});
+
+async function main(): Promise<void> {
+  const { uws } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
+  const auth = await createAuthorizer({ ...cfg.auth, cn_as_username: cfg.listeners.tls.cn_as_username }, log);
+  const broker = new Broker(cfg, log, auth, new Counters(plan.counters[id]!));
+  // $SYS is published once per node, by worker 0, with node-wide figures.
+  broker.sysEnabled = id === 0;
+  broker.nodeCounters = plan.counters.map((sab) => new Counters(sab));
+  const pending = new Map<number, (v: SessionTransfer | null) => void>();
+  let nextReq = 1;
+  const fabric = new Fabric({
+    id, plan, trie: data.trie, broker, log,
+    ask: (m) => new Promise((resolve) => {
+      const reqId = nextReq++;
+      pending.set(reqId, resolve);
+      send({ ...m, reqId });
+    }),
+    tell: (m) => send(m),
+  });
+  broker.router = fabric;
+  broker.gate = fabric.gate();
+  for (const [m, seq] of data.retained) broker.retained.set(reviveMessage(m), seq);
+  broker.counters.retainedStored = broker.retained.size;
+  fabric.start();
+
+  let stopping: Promise<void> | null = null;
+  port.on('message', (m: ToWorker) => {
+    switch (m.type) {
+      case 'reply': {
+        const f = pending.get(m.reqId);
+        pending.delete(m.reqId);
+        f?.(m.value);
+        return;
+      }
+      case 'release':
+        send({ type: 'reply', reqId: m.reqId, value: broker.handOver(m.clientId, m.cleanStart) });
+        return;
+      case 'probe':
+        send({ type: 'reply', reqId: m.reqId, value: answerProbe(broker, id, m.query) });
+        return;
+      case 'retainedSnapshot':
+        send({ type: 'reply', reqId: m.reqId, value: broker.retained.entries() });
+        return;
+      case 'fault':
+        if (!data.faultInjection) return;
+        if (m.how === 'exit') process.exit(3);
+        setImmediate(() => {
+          throw new Error('injected fault');
+        });
+        return;
+      case 'abort':
+        closeUwsNow();
+        realExit(1);
+        return;
+      case 'stop':
+        stopping ??= (async () => {
+          await broker.stop(m.timeoutMs);
+          closeUwsNow();
+          for (const l of listeners.splice(0).reverse()) await l.close().catch(() => undefined);
+          await fabric.stop();
+          await auth.close();
+          send({ type: 'stopped' });
+          port.close();
+        })();
+        return;
+    }
+  });
+
+  try {
+    listeners = await startMqttListeners(cfg, log, uws, broker, true);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    send({ type: 'failed', message: err.message, code: err.code });
+    await fabric.stop();
+    await auth.close();
+    port.close();
+    return;
+  }
+  broker.start();
+  send({ type: 'ready', slot: fabric.readerSlot });
+}
+
+void main().catch((e: unknown) => {
+  const err = e as Error & { code?: string };
+  send({ type: 'failed', message: err.message, code: err.code });
+  closeUwsNow();
+  realExit(1);
+});
