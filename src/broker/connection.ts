@@ -376,6 +376,18 @@ export class ClientConnection {
    */
   writePublish(d: Delivery, packetId: number, dup: boolean): boolean {
     const m = d.msg;
+    // Encode once per packet shape: deliveries of one message that differ in nothing but
+    // the packet identifier share one encoding (fan-out; see sharedEncoding).
+    if (!dup && (this.version !== 5 || (m.expiresAt === 0 && d.subIds === undefined && this.clientTopicAliasMax === 0))) {
+      const buf = sharedEncoding(m, d.qos, d.retain, this.version as ProtocolVersion, packetId);
+      if (buf.length > this.clientMaxPacket) {
+        this.broker.counters.droppedTooLarge++;
+        return false;
+      }
+      this.broker.counters.messagesSent++;
+      this.writeBytes(buf);
+      return true;
+    }
     const f: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup, packetId };
     let newAlias = 0;
     if (this.version === 5) {
@@ -441,3 +453,45 @@ function connectLevelByte(frame: Buffer): number {
   return at < frame.length ? frame[at]! : -1;
 }
 
+
+// One message's encodings by shape (protocol family, QoS, RETAIN), for the message being
+// fanned out right now: routing delivers one message to all its local subscribers in one
+// synchronous loop, so remembering the last message is enough and keeps nothing alive.
+let cachedMsg: Message | null = null;
+const cachedBufs = new Map<number, { buf: Buffer; idAt: number }>();
+
+function sharedEncoding(m: Message, qos: number, retain: boolean, version: ProtocolVersion, packetId: number): Buffer {
+  if (cachedMsg !== m) {
+    cachedMsg = m;
+    cachedBufs.clear();
+  }
+  // 3.1 and 3.1.1 PUBLISH are byte-identical; 5.0 adds the message's own properties.
+  const key = (version === 5 ? 1 : 0) | (qos << 1) | (retain ? 8 : 0);
+  let e = cachedBufs.get(key);
+  if (e === undefined) {
+    const props: PublishProps | undefined = version === 5 ? (m.props ? { ...m.props } : {}) : undefined;
+    const buf = encodePublish({ topic: m.topic, payload: m.payload, qos: qos as PublishFields['qos'], retain, dup: false, packetId: 0, props }, version);
+    // The packet identifier follows the fixed header and the topic [MQTT-3.3.2].
+    const remainingLenBytes = buf.length - 1 - remainingLength(buf);
+    e = { buf, idAt: 1 + remainingLenBytes + 2 + Buffer.byteLength(m.topic) };
+    cachedBufs.set(key, e);
+  }
+  if (qos === 0) return e.buf; // identical for every subscriber: one buffer, written N times
+  const out = Buffer.allocUnsafe(e.buf.length);
+  e.buf.copy(out);
+  out.writeUInt16BE(packetId, e.idAt);
+  return out;
+}
+
+/** The Remaining Length field's value of an encoded packet. */
+function remainingLength(buf: Buffer): number {
+  let n = 0;
+  let mul = 1;
+  for (let i = 1; i < 5; i++) {
+    const b = buf[i]!;
+    n += (b & 0x7f) * mul;
+    if ((b & 0x80) === 0) break;
+    mul *= 128;
+  }
+  return n;
+}
