@@ -374,6 +374,8 @@ export class Broker {
     const bit = 1 << self;
     let localGroups: GroupRef[] | null = null;
     let far: Map<number, GroupRef[]> | null = null;
+    // Retained messages reach every worker's replica, subscribers or not.
+    let want = (seq > 0 ? r.allMask : match.mask) & ~bit;
     for (const g of match.groups) {
       const w = this.pickWorker(g, m);
       if (w < 0) continue;
@@ -384,15 +386,16 @@ export class Broker {
         const l = far.get(w);
         if (l) l.push(ref);
         else far.set(w, [ref]);
+        want |= 1 << w;
       }
     }
     let n = 0;
-    // Retained messages reach every worker's replica, subscribers or not.
-    const others = (seq > 0 ? r.allMask : match.mask) & ~bit;
-    for (let w = 0; w < 31; w++) {
+    while (want !== 0) {
+      const low = want & -want; // lowest set bit
+      want ^= low;
+      const w = 31 - Math.clz32(low);
       const groups = far?.get(w) ?? null;
-      if ((others & (1 << w)) === 0 && groups === null) continue;
-      const nonShared = (match.mask & (1 << w)) !== 0;
+      const nonShared = (match.mask & low) !== 0;
       if (r.forward(w, m, nonShared, groups, seq) && (nonShared || groups !== null)) n++;
     }
     if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;

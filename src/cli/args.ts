@@ -66,7 +66,8 @@ export function startUsage(): string {
   const lines = [['--config FILE', 'JSON config file (default: $FLEETMQ_CONFIG, else none)']];
   for (const o of START_FLAGS) {
     const arg = FLAG_ARG[o.cli.flag] ?? 'N';
-    const range = o.type.kind === 'int' ? ` (${o.type.min}..${o.type.max}${o.type.min === 0 ? ', 0 = off' : ''})` : o.type.kind === 'enum' ? ` (${o.type.values.join('|')})` : '';
+    const zero = o.path === 'node.workers' ? ', 0 = no worker threads' : ', 0 = off';
+    const range = o.type.kind === 'int' ? ` (${o.type.min}..${o.type.max}${o.type.min === 0 ? zero : ''})` : o.type.kind === 'enum' ? ` (${o.type.values.join('|')})` : '';
     lines.push([`${o.cli.flag} ${arg}`, `${o.path}${range}`]);
   }
   const w = Math.max(...lines.map((l) => (l[0] ?? '').length)) + 2;
