@@ -391,13 +391,15 @@ export class RingConsumer extends RingEnd {
   private async run(onRecord: OnRecord, batch: number): Promise<void> {
     const ctl = this.ctl;
     while (!this.stopping) {
-      if (this.drain(onRecord, batch) > 0) {
-        // More may be coming: poll again after one event-loop turn rather than sleeping
-        // (a sleep would make the producer pay a notify for its next record).
+      const n = this.drain(onRecord, batch);
+      if (n >= POLL_AGAIN) {
+        // A burst: more may be coming. Poll again after one event-loop turn rather than
+        // sleeping (a sleep would make the producer pay a notify for its next record).
         await nextTurn();
         continue;
       }
-      // Empty. Sleep protocol (docs/shm.md, "Doorbell"):
+      // Empty, or a trickle (a few records per wake-up, as at low rates: an extra turn would
+      // only find the ring empty). Sleep protocol (docs/shm.md, "Doorbell"):
       // 1. read the bell BEFORE raising the flag, so a ring after step 2 changes it;
       // 2. raise `waiting`; 3. re-check head: a record published before the producer could
       //    see the flag is caught here; 4. wait while the bell still has the value of step 1.
@@ -405,6 +407,8 @@ export class RingConsumer extends RingEnd {
       Atomics.store(ctl, I_WAITING, 1);
       if ((Atomics.load(ctl, I_HEAD) >>> 0) !== this.tail || this.stopping) {
         Atomics.store(ctl, I_WAITING, 0);
+        // Records keep trickling in: yield to the event loop between drains, never spin.
+        if (n > 0) await nextTurn();
         continue;
       }
       this.f64[F_SLEEPS] = ++this.sleeps;
@@ -417,6 +421,9 @@ export class RingConsumer extends RingEnd {
     }
   }
 }
+
+/** Records in one drain that count as a burst (see run). */
+const POLL_AGAIN = 8;
 
 function noop(): void {}
 

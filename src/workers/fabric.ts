@@ -213,8 +213,9 @@ export class Fabric implements Router {
         return true;
       }
     }
-    if (m.qos === 0 && retainSeq === 0) {
-      // QoS 0 may be dropped when the ring is full (or messages already wait): counted.
+    if (m.qos === 0 && retainSeq === 0 && (q?.bytes ?? 0) >= ring.capacity) {
+      // QoS 0 is dropped (counted) only when a ring's worth already waits behind the full
+      // ring: publishers are paused long before that, so it takes a flood from many of them.
       this.counters.droppedRingFull++;
       ring.countDrop();
       return false;
@@ -225,8 +226,8 @@ export class Fabric implements Router {
       this.o.log.warn('fabric.record_too_large', { bytes: len, max: ring.maxRecordBytes });
       return false;
     }
-    // QoS 1/2 and retained messages wait in order behind the full ring; the publisher stops
-    // reading (Router.blocked) until they are in.
+    // Messages wait in order behind the full ring; the publisher stops reading
+    // (Router.blocked) until they are in.
     const rec = Buffer.concat(parts, len);
     let b = q;
     if (!b) this.backlog[w] = b = { records: [], bytes: 0, waiting: false };
