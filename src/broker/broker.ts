@@ -58,6 +58,10 @@ export class Broker {
   private readonly routeRefs = new Map<string, number>();
   /** This engine publishes $SYS (inline, or worker 0). */
   sysEnabled = true;
+  private readonly scratchSubs: Subscription[] = [];
+  private readonly scratchGroups: SharedMatch[] = [];
+  private readonly scratchSeen = new Set<string>();
+  private delivering = false;
   /** Worker-threaded: connections between their session claim and CONNACK, by client id. */
   readonly claiming = new Map<string, ClientConnection>();
   /** Worker-threaded: every worker's counters, for node-wide $SYS figures. */
@@ -438,46 +442,80 @@ export class Broker {
    * only the groups named.
    */
   private deliverLocal(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null): number {
-    let targets: Map<string, Target> | null = null;
-    let matched: SharedMatch[] | null = null;
-    this.index.match(
-      m.topic,
-      (sub) => {
-        if (!nonShared) return;
-        // No Local: never back to the publisher [MQTT-3.8.3-3].
-        if (sub.noLocal && sub.clientId === m.from) return;
-        targets ??= new Map();
-        const t = targets.get(sub.clientId);
-        if (!t) {
-          targets.set(sub.clientId, {
-            qos: sub.qos, rap: sub.retainAsPublished,
-            subIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
-          });
-          return;
+    // Scratch arrays, reused per message (a nested call, should one ever happen, gets its own).
+    const nested = this.delivering;
+    this.delivering = true;
+    const subs = nested ? [] : this.scratchSubs;
+    const matched = nested ? [] : this.scratchGroups;
+    try {
+      this.index.collect(m.topic, nonShared ? subs : null, matched);
+      let n = 0;
+      if (subs.length > 0) n += this.deliverSubs(m, subs);
+      for (const g of matched) {
+        if ((groups === null || named(groups, g.group, g.filter)) && this.deliverShared(m, g.group, g.filter, g.members)) n++;
+      }
+      return n;
+    } finally {
+      subs.length = 0;
+      matched.length = 0;
+      if (!nested) this.delivering = false;
+    }
+  }
+
+  /** One delivery per client among `subs` (non-shared matches of one message). */
+  private deliverSubs(m: Message, subs: Subscription[]): number {
+    // Usually every match is a different client: deliver straight from the subscriptions.
+    // Overlapping subscriptions of one client (rare) are merged first.
+    let overlap = false;
+    if (subs.length > 1) {
+      const seen = this.scratchSeen;
+      for (const sub of subs) {
+        if (seen.has(sub.clientId)) {
+          overlap = true;
+          break;
         }
-        // Overlapping subscriptions: one delivery at the highest granted QoS carrying
-        // every matching Subscription Identifier [MQTT-3.3.4-3/5 v5].
-        if (sub.qos > t.qos) t.qos = sub.qos;
-        t.rap ||= sub.retainAsPublished;
-        if (sub.subscriptionId !== undefined) (t.subIds ??= []).push(sub.subscriptionId);
-      },
-      (g) => {
-        if (groups === null || named(groups, g.group, g.filter)) (matched ??= []).push(g);
-      },
-    );
+        seen.add(sub.clientId);
+      }
+      seen.clear();
+    }
     let n = 0;
-    if (targets !== null) {
-      for (const [clientId, t] of targets as Map<string, Target>) {
-        const s = this.sessions.get(clientId);
+    if (!overlap) {
+      for (const sub of subs) {
+        // No Local: never back to the publisher [MQTT-3.8.3-3].
+        if (sub.noLocal && sub.clientId === m.from) continue;
+        const s = this.sessions.get(sub.clientId);
         if (!s) continue;
-        const qos = (m.qos < t.qos ? m.qos : t.qos) as QoS;
+        const qos = (m.qos < sub.qos ? m.qos : sub.qos) as QoS;
+        const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
         // Retain is cleared on routed delivery unless Retain As Published [MQTT-3.3.1-12 v5, 3.3.1-9 v3].
-        this.deliverTo(s, { msg: m, qos, retain: t.rap && m.retain, subIds: t.subIds, shared: undefined });
+        this.deliverTo(s, { msg: m, qos, retain: sub.retainAsPublished && m.retain, subIds, shared: undefined });
         n++;
       }
+      return n;
     }
-    if (matched !== null) {
-      for (const g of matched as SharedMatch[]) if (this.deliverShared(m, g.group, g.filter, g.members)) n++;
+    const targets = new Map<string, Target>();
+    for (const sub of subs) {
+      if (sub.noLocal && sub.clientId === m.from) continue;
+      const t = targets.get(sub.clientId);
+      if (!t) {
+        targets.set(sub.clientId, {
+          qos: sub.qos, rap: sub.retainAsPublished,
+          subIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
+        });
+        continue;
+      }
+      // Overlapping subscriptions: one delivery at the highest granted QoS carrying
+      // every matching Subscription Identifier [MQTT-3.3.4-3/5 v5].
+      if (sub.qos > t.qos) t.qos = sub.qos;
+      t.rap ||= sub.retainAsPublished;
+      if (sub.subscriptionId !== undefined) (t.subIds ??= []).push(sub.subscriptionId);
+    }
+    for (const [clientId, t] of targets) {
+      const s = this.sessions.get(clientId);
+      if (!s) continue;
+      const qos = (m.qos < t.qos ? m.qos : t.qos) as QoS;
+      this.deliverTo(s, { msg: m, qos, retain: t.rap && m.retain, subIds: t.subIds, shared: undefined });
+      n++;
     }
     return n;
   }

@@ -115,37 +115,33 @@ export class SubscriptionIndex {
   }
 
   /**
-   * Calls `onSub` for every non-shared subscription and `onGroup` for every shared group
-   * whose filter matches `topic`. A topic starting with `$` is not matched by a filter
-   * whose first level is a wildcard [MQTT-4.7.2-1].
+   * Pushes every non-shared subscription (to `subs`, when given) and every shared group (to
+   * `groups`) whose filter matches `topic`. A topic starting with `$` is not matched by a
+   * filter whose first level is a wildcard [MQTT-4.7.2-1].
    */
-  match(topic: string, onSub: (s: Subscription) => void, onGroup: (g: SharedMatch) => void): void {
+  collect(topic: string, subs: Subscription[] | null, groups: SharedMatch[]): void {
     const levels = topic.split('/');
-    this.walk(this.root, levels, 0, topic.charCodeAt(0) === 36 /* $ */, onSub, onGroup);
+    this.gather(this.root, levels, 0, topic.charCodeAt(0) === 36 /* $ */, subs, groups);
   }
 
-  private walk(
-    node: TrieNode, levels: string[], i: number, dollar: boolean,
-    onSub: (s: Subscription) => void, onGroup: (g: SharedMatch) => void,
-  ): void {
+  private gather(node: TrieNode, levels: string[], i: number, dollar: boolean, subs: Subscription[] | null, groups: SharedMatch[]): void {
     const wild = !(dollar && i === 0);
-    // `#` matches the parent level too: `a/#` matches `a` [MQTT-4.7.1-2].
-    if (wild && node.hash) this.emit(node.hash, onSub, onGroup);
+    if (wild && node.hash) this.put(node.hash, subs, groups);
     if (i === levels.length) {
-      this.emit(node, onSub, onGroup);
+      this.put(node, subs, groups);
       return;
     }
     const next = node.literal.get(levels[i]!);
-    if (next) this.walk(next, levels, i + 1, dollar, onSub, onGroup);
-    if (wild && node.plus) this.walk(node.plus, levels, i + 1, dollar, onSub, onGroup);
+    if (next) this.gather(next, levels, i + 1, dollar, subs, groups);
+    if (wild && node.plus) this.gather(node.plus, levels, i + 1, dollar, subs, groups);
   }
 
-  private emit(node: TrieNode, onSub: (s: Subscription) => void, onGroup: (g: SharedMatch) => void): void {
-    if (node.subs) for (const s of node.subs.values()) onSub(s);
+  private put(node: TrieNode, subs: Subscription[] | null, groups: SharedMatch[]): void {
+    if (subs !== null && node.subs) for (const s of node.subs.values()) subs.push(s);
     if (node.groups) {
       for (const [group, members] of node.groups) {
         const first = members.values().next().value;
-        if (first) onGroup({ group, filter: first.filter, members });
+        if (first) groups.push({ group, filter: first.filter, members });
       }
     }
   }

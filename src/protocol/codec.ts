@@ -13,7 +13,7 @@
 //    frame, not copies.
 
 import mqttPacket from 'mqtt-packet';
-import type { Packet, Parser } from 'mqtt-packet';
+import type { Packet, Parser, QoS } from 'mqtt-packet';
 import { checkFrame, type ProtocolLevel } from './validate.js';
 import { readUserProperties, type UserPropertyPairs } from './publish.js';
 
@@ -95,6 +95,10 @@ export function decodeFrame(frame: Buffer, version: ProtocolLevel | 0): DecodeRe
   if (frame.length === 2 && frame[0] === 0xf0) {
     return { ok: true, packet: { cmd: 'auth', reasonCode: 0 } };
   }
+  // The hot packets, already checked byte by byte above, decoded without mqtt-packet (whose
+  // parser allocates ~1.5 KiB per packet: debug() argument arrays, BufferList copies).
+  const fast = decodeFast(frame, version);
+  if (fast !== null) return { ok: true, packet: fast };
 
   const slot = slots[version] ?? makeSlot(version);
   slot.packet = null;
@@ -155,4 +159,48 @@ export function encode(packet: Packet, version: ProtocolLevel): Buffer {
 
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+const ACK_CMDS = ['', '', '', '', 'puback', 'pubrec', 'pubrel', 'pubcomp'] as const;
+
+/**
+ * PUBLISH without properties (every 3.1.1 one; 5.0 with a property length of 0) and
+ * PUBACK / PUBREC / PUBREL / PUBCOMP / PINGREQ without reason code. Only for a frame that
+ * passed checkFrame (so its lengths, flags, UTF-8 and packet identifier are valid); null
+ * for anything else, which goes to mqtt-packet. The payload is a view into `frame`.
+ */
+function decodeFast(frame: Buffer, version: ProtocolLevel | 0): Packet | null {
+  if (version === 0) return null;
+  const b0 = frame[0]!;
+  const type = b0 >> 4;
+  if (type === 3) {
+    let pos = 1;
+    while ((frame[pos]! & 0x80) !== 0) pos++; // remaining length (checked)
+    pos++;
+    const tl = (frame[pos]! << 8) | frame[pos + 1]!;
+    const topic = frame.toString('utf8', pos + 2, pos + 2 + tl);
+    pos += 2 + tl;
+    const qos = ((b0 >> 1) & 3) as QoS;
+    let messageId: number | undefined;
+    if (qos > 0) {
+      messageId = (frame[pos]! << 8) | frame[pos + 1]!;
+      pos += 2;
+    }
+    if (version === 5) {
+      if (frame[pos] !== 0) return null; // properties: the full parser
+      pos++;
+    }
+    const p: DecodedPublish = {
+      cmd: 'publish', topic, payload: frame.subarray(pos), qos, retain: (b0 & 1) !== 0, dup: (b0 & 8) !== 0,
+    };
+    if (messageId !== undefined) p.messageId = messageId;
+    return p;
+  }
+  if (frame.length === 4 && type >= 4 && type <= 7) {
+    const ack = { cmd: ACK_CMDS[type]!, messageId: (frame[2]! << 8) | frame[3]! } as Packet & { reasonCode?: number };
+    if (version === 5) ack.reasonCode = 0; // no reason code means 0x00 [MQTT-3.4.2.1 v5]
+    return ack;
+  }
+  if (frame.length === 2 && b0 === 0xc0) return { cmd: 'pingreq' };
+  return null;
 }
