@@ -20,6 +20,9 @@ const waitAsync = (Atomics as unknown as {
   waitAsync: (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
 }).waitAsync;
 
+/** How long a SUBACK / CONNACK waits for the trie writer before it goes anyway. */
+const APPLY_TIMEOUT_MS = 10_000;
+
 export interface FabricOptions {
   id: number;
   plan: SharedPlan;
@@ -173,8 +176,15 @@ export class Fabric implements Router {
     const i = C_APPLIED + this.workerId;
     // A timer keeps the event loop alive while we wait (waitAsync alone does not).
     const keep = setInterval(() => undefined, 1 << 30);
+    const giveUp = Date.now() + APPLY_TIMEOUT_MS;
     try {
       while (!this.appliedReached(target)) {
+        if (Date.now() > giveUp) {
+          // The trie writer is stuck or gone: answer anyway (routing to this worker may lag)
+          // rather than hold the client for ever.
+          this.o.log.error('fabric.route_apply_timeout', { target, applied: Atomics.load(this.ctl, i) >>> 0 });
+          return;
+        }
         const cur = Atomics.load(this.ctl, i);
         const r = waitAsync(this.ctl, i, cur, 1000);
         if (r.async) await r.value;

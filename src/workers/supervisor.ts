@@ -87,6 +87,11 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
     });
   });
   rep.on('error', (e) => log.error('replicator.crashed', { error: e }));
+  // Not restarted (its trie would have to be rebuilt from every worker's routes): workers
+  // keep routing by the trie as it was, and SUBACKs stop waiting for it after 10 s.
+  rep.on('exit', (code) => {
+    if (!stopping) log.error('replicator.exited', { code, detail: 'route changes are no longer applied; restart the node' });
+  });
   const askRep = (m: ToReplicator & { reqId: number }): Promise<unknown> => new Promise((resolve) => {
     repPending.set(m.reqId, resolve);
     rep.postMessage(m);
