@@ -1,0 +1,4 @@
+// mqtt-shared, with the whole broker on the main thread (node.workers = 0, the inline mode kept
+// for debugging and as a benchmark baseline); test/mqtt-shared.test.ts runs it with 1 worker.
+process.env['FLEETMQ_TEST_WORKERS'] ??= '0';
+await import('../mqtt-shared.test.js');
