@@ -23,7 +23,8 @@ export type ToWorker =
   | { type: 'release'; reqId: number; clientId: string; cleanStart: boolean }
   | { type: 'retainedSnapshot'; reqId: number }
   | { type: 'reply'; reqId: number; value: SessionTransfer | null }
-  | { type: 'fault'; how: 'throw' | 'exit' }
+  /** Tests of the supervisor and of full rings: throw, exit, or block the thread for `ms`. */
+  | { type: 'fault'; how: 'throw' | 'exit' | 'stall'; ms?: number }
   /** Forced exit of the process: close uWS sockets and end now. */
   | { type: 'abort' };
 

@@ -48,8 +48,8 @@ export interface WorkerPool {
   readonly probe: NodeProbe;
   readonly counters: Counters[];
   stats(): Promise<Record<string, unknown>>;
-  /** Tests of the supervisor: make worker `id` throw or exit (needs FLEETMQ_FAULT_INJECTION=1). */
-  injectFault(id: number, how: 'throw' | 'exit'): void;
+  /** Tests: make worker `id` throw, exit, or block for `ms` (needs FLEETMQ_FAULT_INJECTION=1). */
+  injectFault(id: number, how: 'throw' | 'exit' | 'stall', ms?: number): void;
   /** Resolves when worker `id` has been restarted `n` times in all and runs again. */
   whenRunning(id: number, restarts: number): Promise<void>;
   stop(timeoutMs: number): Promise<void>;
@@ -300,9 +300,9 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
         trie: trieStats,
       };
     },
-    injectFault(id, how) {
+    injectFault(id, how, ms) {
       const s = slots[id];
-      if (s) post(s, { type: 'fault', how });
+      if (s) post(s, ms === undefined ? { type: 'fault', how } : { type: 'fault', how, ms });
     },
     whenRunning(id, restarts) {
       return new Promise<void>((resolve) => {

@@ -89,6 +89,11 @@ async function main(): Promise<void> {
       case 'fault':
         if (!data.faultInjection) return;
         if (m.how === 'exit') process.exit(3);
+        if (m.how === 'stall') {
+          // Blocks this thread (no socket, no ring is served meanwhile): fills the rings to it.
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms ?? 1000);
+          return;
+        }
         setImmediate(() => {
           throw new Error('injected fault');
         });
