@@ -8,7 +8,7 @@ import type mqtt from 'mqtt';
 import type {
   IConnackPacket, IDisconnectPacket, IPublishPacket, IPubrelPacket, Packet, QoS,
 } from 'mqtt-packet';
-import { sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
+import { queued, settles, stored, sleep, startBroker, waitFor, type TestBroker } from './helpers/broker.js';
 import { messages, trackClients, uid, type Message } from './helpers/clients.js';
 import { mosquittoPub, mosquittoSub } from './helpers/mosquitto.js';
 import type { RawClient } from './helpers/raw-client.js';
@@ -50,38 +50,14 @@ async function offline(b: TestBroker, id: string): Promise<void> {
   await waitFor(async () => !(await b.session(id))?.connected, `${id} offline`);
 }
 
-/** Whether the broker holds a session for `id` (on any worker). */
-async function stored(b: TestBroker, id: string): Promise<boolean> {
-  return (await b.session(id)) !== null;
-}
-
 /** Waits until the broker holds no session for `id`. */
 async function gone(b: TestBroker, id: string, what: string, timeoutMs?: number): Promise<void> {
   await waitFor(async () => !(await stored(b, id)), what, timeoutMs);
 }
 
-/** Length of the session's offline queue; undefined without a session. */
-async function queued(b: TestBroker, id: string): Promise<number | undefined> {
-  return (await b.session(id))?.queue.length;
-}
-
 /** Unacknowledged outbound QoS 1/2 messages of the session; undefined without a session. */
 async function inflight(b: TestBroker, id: string): Promise<number | undefined> {
   return (await b.session(id))?.inflight.length;
-}
-
-/**
- * Polls `read` until it returns `expected`: the session may live on another worker, where
- * routing can finish after the publisher got its acknowledgement. Fails with the last value.
- */
-async function settles<T>(read: () => T | Promise<T>, expected: T, what: string): Promise<void> {
-  let last: T | undefined;
-  try {
-    await waitFor(async () => (last = await read()) === expected, what);
-  } catch (e) {
-    assert.equal(last, expected, `${what} (${String(e)})`);
-    throw e;
-  }
 }
 
 /** Publishes with a throwaway MQTT.js client; QoS 1/2 publishes are acknowledged before it returns. */

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MqttClient } from 'mqtt';
 import type { IPublishPacket, Packet } from 'mqtt-packet';
-import { sleep, waitFor, type TestBroker } from './helpers/broker.js';
+import { queued, settles, stored, sleep, waitFor, type TestBroker } from './helpers/broker.js';
 import { BrokerEnv, uid } from './helpers/clients.js';
 import { mosquittoSub } from './helpers/mosquitto.js';
 import { expectPacket } from './helpers/raw-client.js';
@@ -40,33 +40,9 @@ async function settle(ms: { got: string[] }[], n: number): Promise<void> {
   await sleep(100);
 }
 
-/** Whether the broker holds a session for `id` (on any worker). */
-async function stored(b: TestBroker, id: string): Promise<boolean> {
-  return (await b.session(id)) !== null;
-}
-
 /** Waits until the session of `id` exists and has no connection. */
 async function offline(b: TestBroker, id: string, what: string): Promise<void> {
   await waitFor(async () => (await b.session(id))?.connected === false, what);
-}
-
-/** Length of the session's offline queue; undefined without a session. */
-async function queued(b: TestBroker, id: string): Promise<number | undefined> {
-  return (await b.session(id))?.queue.length;
-}
-
-/**
- * Polls `read` until it returns `expected` (state held by another worker may settle after
- * the wire event the test saw); fails with the last value.
- */
-async function settles<T>(read: () => T | Promise<T>, expected: T, what: string): Promise<void> {
-  let last: T | undefined;
-  try {
-    await waitFor(async () => (last = await read()) === expected, what);
-  } catch (e) {
-    assert.equal(last, expected, `${what} (${String(e)})`);
-    throw e;
-  }
 }
 
 /** Every payload in `sent` reached exactly one member. */

@@ -29,6 +29,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { freePort } from './compare/brokers.js';
+import { list, num } from './local.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -334,28 +336,7 @@ async function runOne(mode: Mode, workers: number, conns: number, rate: number, 
   return res;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolvePromise(port));
-    });
-  });
-}
 
-function list(argv: string[], name: string, def: string): string[] {
-  const i = argv.indexOf(name);
-  const v = i >= 0 ? argv[i + 1] : undefined;
-  return (v ?? def).split(',').filter((s) => s.length > 0);
-}
-function num(argv: string[], name: string, def: number): number {
-  const v = Number(list(argv, name, String(def))[0]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
 
 async function main(argv: string[]): Promise<void> {
   if (argv.includes('--client')) {

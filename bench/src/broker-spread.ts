@@ -31,6 +31,8 @@ import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
+import { freePort } from './compare/brokers.js';
+import { getJson, ints, list, num } from './local.js';
 import { encodeConnect } from './mqtt.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -261,17 +263,6 @@ function startBroker(workers: number, ports: { mqtt: number; ws: number; http: n
   return { child, ...ports, stderr: () => ({ tail, bytes, msgs }), exited: () => exit };
 }
 
-async function getJson(port: number, path: string): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`http://${HOST}:${port}${path}`, { signal: AbortSignal.timeout(5_000) });
-  const text = await res.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    /* not JSON: keep the text */
-  }
-  return { status: res.status, body };
-}
 
 async function waitReady(b: Broker): Promise<void> {
   const until = Date.now() + BROKER_READY_MS;
@@ -354,17 +345,6 @@ interface RunResult {
   error: string | null;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolvePromise(port));
-    });
-  });
-}
 
 /** Three distinct free ports (a port just closed may come back from the next bind(0)). */
 async function freePorts(): Promise<{ mqtt: number; ws: number; http: number }> {
@@ -496,21 +476,6 @@ function fmtRatio(r: number | null): string {
   return r === null ? 'n/a' : Number.isFinite(r) ? r.toFixed(3) : '∞';
 }
 
-function list(argv: string[], name: string, def: string): string[] {
-  const i = argv.indexOf(name);
-  const v = i >= 0 ? argv[i + 1] : undefined;
-  return (v ?? def).split(',').filter((s) => s.length > 0);
-}
-function num(argv: string[], name: string, def: number): number {
-  const v = Number(list(argv, name, String(def))[0]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
-function ints(argv: string[], name: string, def: string): number[] {
-  const xs = list(argv, name, def).map(Number);
-  for (const x of xs) if (!Number.isInteger(x) || x <= 0) throw new Error(`${name}: positive integers, comma-separated`);
-  return xs;
-}
 
 async function main(argv: string[]): Promise<void> {
   if (argv.includes('--client')) {

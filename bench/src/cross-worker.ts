@@ -22,14 +22,16 @@
 // Rounds run the two modes in ABBA order (same, cross, cross, same, ...) so that a slow
 // drift of the machine falls on both. Prints a Markdown table on stdout and the median
 // cross/same ratio of broker CPU µs per message; progress goes to stderr.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { clockTicks } from './compare/procfs.js';
+import { freePort } from './compare/brokers.js';
 import { addEncoded, encode, newHist, record, summary, type LatencySummary } from './hist.js';
+import { getJson } from './local.js';
 import { DISCONNECT, encodeConnect, encodeSubscribe, publishTemplate, type PublishTemplate } from './mqtt.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -76,49 +78,9 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function getJson(port: number, path: string, timeoutMs: number): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolvePromise, reject) => {
-    const req = http.get({ host: HOST, port, path, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text) as unknown;
-        } catch {
-          /* not JSON: keep the text */
-        }
-        resolvePromise({ status: res.statusCode ?? 0, body });
-      });
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
-    req.on('error', reject);
-  });
-}
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolvePromise(port));
-    });
-  });
-}
 
 // ---------------------------------------------------------------- /proc
-function clockTicks(): number {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-    return Number.isFinite(n) && n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-}
 
 /** utime and stime (clock ticks) from a /proc/.../stat line; the comm field may hold spaces. */
 function statTicks(text: string): { user: number; system: number } {

@@ -114,29 +114,7 @@ export class Broker {
     let s = this.sessions.get(conn.clientId);
     let present = false;
     if (s) {
-      const old = s.conn;
-      if (old) {
-        // The old connection's will: published now unless the session lives on and the
-        // will was delayed, in which case the new connection cancels it [MQTT-3.1.3-9].
-        if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
-        old.will = null;
-        s.conn = null;
-        this.sharedOnline(s, -1);
-        this.counters.connected--;
-        old.takenOver();
-      }
-      if (s.willTimer) {
-        // A delayed will: a continued session cancels it, a Clean Start ends the session
-        // and so publishes it now [MQTT-3.1.3-9 v5].
-        clearTimeout(s.willTimer);
-        s.willTimer = null;
-        if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
-        s.pendingWill = null;
-      }
-      if (s.expiryTimer) {
-        clearTimeout(s.expiryTimer);
-        s.expiryTimer = null;
-      }
+      this.takeOver(s, cleanStart);
       if (cleanStart) {
         this.endSession(s);
         s = undefined;
@@ -153,6 +131,37 @@ export class Broker {
     s.expiryInterval = expiry;
     conn.session = s;
     return present;
+  }
+
+  /**
+   * A new connection (here or on another worker) takes session `s`: the old connection goes
+   * (DISCONNECT 0x8E), its will and a delayed will are published or cancelled by the rules,
+   * and the expiry timer stops. The caller then continues or ends the session.
+   */
+  private takeOver(s: Session, cleanStart: boolean): void {
+    const old = s.conn;
+    if (old) {
+      // The old connection's will: published now unless the session lives on and the
+      // will was delayed, in which case the new connection cancels it [MQTT-3.1.3-9].
+      if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
+      old.will = null;
+      s.conn = null;
+      this.sharedOnline(s, -1);
+      this.counters.connected--;
+      old.takenOver();
+    }
+    if (s.willTimer) {
+      // A delayed will: a continued session cancels it, a Clean Start ends the session
+      // and so publishes it now [MQTT-3.1.3-9 v5].
+      clearTimeout(s.willTimer);
+      s.willTimer = null;
+      if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
+      s.pendingWill = null;
+    }
+    if (s.expiryTimer) {
+      clearTimeout(s.expiryTimer);
+      s.expiryTimer = null;
+    }
   }
 
   connectionClosed(conn: ClientConnection, wasConnected: boolean): void {
@@ -249,23 +258,7 @@ export class Broker {
     }
     const s = this.sessions.get(clientId);
     if (!s) return null;
-    const old = s.conn;
-    if (old) {
-      if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
-      old.will = null;
-      s.conn = null;
-      this.sharedOnline(s, -1);
-      this.counters.connected--;
-      old.takenOver();
-    }
-    if (s.willTimer) {
-      clearTimeout(s.willTimer);
-      s.willTimer = null;
-      if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
-      s.pendingWill = null;
-    }
-    if (s.expiryTimer) clearTimeout(s.expiryTimer);
-    s.expiryTimer = null;
+    this.takeOver(s, cleanStart);
     // The registry already names the new owner: forget the session without releasing it.
     this.sessions.delete(clientId);
     this.counters.sessions = this.sessions.size;
@@ -363,7 +356,8 @@ export class Broker {
   publish(m: Message): number {
     const retain = m.retain && this.cfg.mqtt.retain_available;
     const r = this.router;
-    if (r === null) {
+    // Inline, or the only worker: the local index alone decides (no trie match, no rings).
+    if (r === null || r.allMask === 1 << r.workerId) {
       if (retain) {
         this.retained.set(m);
         this.counters.retainedStored = this.retained.size;

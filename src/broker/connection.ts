@@ -59,8 +59,13 @@ export class ClientConnection {
   private busy = false;
   /** Worker-threaded: a newer connection took the client id while this one was connecting. */
   superseded = false;
-  /** Reading paused because a ring to another worker is full (worker-threaded node). */
+  /** Waiting for a full ring to another worker to drain (worker-threaded node). */
   private ringPaused = false;
+  /**
+   * Reasons the socket is not read right now (CONNECT being authenticated, a held packet,
+   * a full ring): reading resumes when the last one ends.
+   */
+  private readHolds = 0;
 
   constructor(readonly broker: Broker, readonly transport: Transport) {
     this.framer = new Framer(broker.cfg.mqtt.max_packet_size);
@@ -98,10 +103,18 @@ export class ClientConnection {
     }
   }
 
-  /** Resume frame delivery after an async step (authentication). */
+  private holdReading(): void {
+    if (this.readHolds++ === 0) this.transport.pauseReading();
+  }
+
+  private releaseReading(): void {
+    if (--this.readHolds === 0 && this.state !== 'closed') this.transport.resumeReading();
+  }
+
+  /** Resume frame delivery after an async step (authentication, a held packet). */
   resumeFrames(): void {
     if (this.state === 'closed') return;
-    if (!this.ringPaused) this.transport.resumeReading();
+    this.releaseReading();
     const err = this.framer.push(Buffer.alloc(0), (frame) => this.onFrame(frame));
     if (err) {
       this.broker.counters.malformedPackets++;
@@ -141,7 +154,7 @@ export class ClientConnection {
         return;
       }
       this.state = 'connecting';
-      this.transport.pauseReading();
+      this.holdReading(); // until CONNACK (resumeFrames)
       void handleConnect(this, p).catch((e: unknown) => {
         this.broker.log.error('conn.connect_failed', { error: e });
         this.transport.destroy();
@@ -173,7 +186,7 @@ export class ClientConnection {
    */
   hold(work: Promise<void>, then: () => void): void {
     this.busy = true;
-    this.transport.pauseReading();
+    this.holdReading();
     void work.then(
       () => {
         this.busy = false;
@@ -195,10 +208,10 @@ export class ClientConnection {
     if (this.ringPaused || r === null) return;
     this.ringPaused = true;
     this.broker.counters.forwardPaused++;
-    this.transport.pauseReading();
+    this.holdReading();
     r.whenUnblocked(() => {
       this.ringPaused = false;
-      if (this.state !== 'closed' && !this.busy && this.state === 'connected') this.transport.resumeReading();
+      this.releaseReading();
     });
   }
 
@@ -376,38 +389,33 @@ export class ClientConnection {
    */
   writePublish(d: Delivery, packetId: number, dup: boolean): boolean {
     const m = d.msg;
-    // Encode once per packet shape: deliveries of one message that differ in nothing but
-    // the packet identifier share one encoding (fan-out; see sharedEncoding).
-    if (!dup && (this.version !== 5 || (m.expiresAt === 0 && d.subIds === undefined && this.clientTopicAliasMax === 0))) {
-      const buf = sharedEncoding(m, d.qos, d.retain, this.version as ProtocolVersion, packetId);
-      if (buf.length > this.clientMaxPacket) {
-        this.broker.counters.droppedTooLarge++;
-        return false;
-      }
-      this.broker.counters.messagesSent++;
-      this.writeBytes(buf);
-      return true;
-    }
-    const f: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup, packetId };
+    let buf: Buffer;
     let newAlias = 0;
-    if (this.version === 5) {
-      const props: PublishProps = m.props ? { ...m.props } : {};
-      const exp = remainingExpiry(m, Date.now());
-      if (exp !== undefined) props.messageExpiryInterval = exp;
-      if (d.subIds && d.subIds.length > 0) props.subscriptionIds = d.subIds;
-      if (this.clientTopicAliasMax > 0) {
-        const alias = this.outboundAliases.get(m.topic);
-        if (alias !== undefined) {
-          f.topic = '';
-          props.topicAlias = alias;
-        } else if (this.outboundAliases.size < this.clientTopicAliasMax) {
-          newAlias = this.outboundAliases.size + 1;
-          props.topicAlias = newAlias;
+    if (!dup && (this.version !== 5 || (m.expiresAt === 0 && d.subIds === undefined && this.clientTopicAliasMax === 0))) {
+      // Encode once per packet shape: deliveries of one message that differ in nothing but
+      // the packet identifier share one encoding (fan-out; see sharedEncoding).
+      buf = sharedEncoding(m, d.qos, d.retain, this.version as ProtocolVersion, packetId);
+    } else {
+      const f: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup, packetId };
+      if (this.version === 5) {
+        const props: PublishProps = m.props ? { ...m.props } : {};
+        const exp = remainingExpiry(m, Date.now());
+        if (exp !== undefined) props.messageExpiryInterval = exp;
+        if (d.subIds && d.subIds.length > 0) props.subscriptionIds = d.subIds;
+        if (this.clientTopicAliasMax > 0) {
+          const alias = this.outboundAliases.get(m.topic);
+          if (alias !== undefined) {
+            f.topic = '';
+            props.topicAlias = alias;
+          } else if (this.outboundAliases.size < this.clientTopicAliasMax) {
+            newAlias = this.outboundAliases.size + 1;
+            props.topicAlias = newAlias;
+          }
         }
+        f.props = props;
       }
-      f.props = props;
+      buf = encodePublish(f, this.version as ProtocolVersion);
     }
-    const buf = encodePublish(f, this.version as ProtocolVersion);
     if (buf.length > this.clientMaxPacket) {
       this.broker.counters.droppedTooLarge++;
       return false;

@@ -3,6 +3,7 @@
 // (node.workers = 0) has no router and routes everything itself.
 import type { Message } from './message.js';
 import type { SessionTransfer } from './transfer.js';
+import { hash32 } from './shared.js';
 
 /** A shared-subscription group named in a forwarded message. */
 export interface GroupRef {
@@ -64,10 +65,7 @@ export interface Router {
   released(clientId: string): void;
 }
 
-/** FNV-1a of `$share/<group>/<filter>`, never 0: the id a shared group's trie terminal carries. */
+/** hash32 of `$share/<group>/<filter>`, 31 bits, never 0: the id a shared group's trie terminal carries. */
 export function routeId(group: string, filter: string): number {
-  let h = 0x811c9dc5;
-  const key = `$share/${group}/${filter}`;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return (h >>> 1) | 1;
+  return (hash32(`$share/${group}/${filter}`) >>> 1) | 1;
 }

@@ -94,7 +94,7 @@ export class SharedDispatcher {
 }
 
 /** FNV-1a over UTF-16 code units: cheap and stable for the same key. */
-function hash32(s: string): number {
+export function hash32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return h >>> 0;

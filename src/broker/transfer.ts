@@ -1,7 +1,6 @@
 // A session moving between worker threads (takeover on another worker): plain data that
 // survives structured clone (postMessage turns a Buffer into a Uint8Array; revive fixes it).
 import type { QoS } from '../protocol/codec.js';
-import type { UserPropertyPairs } from '../protocol/publish.js';
 import type { Message, MessageProps } from './message.js';
 import { deliveryBytes, Session, type Delivery } from './session.js';
 import type { Subscription } from './subscription-index.js';
@@ -32,11 +31,7 @@ function buf(x: Uint8Array): Buffer {
 
 export function reviveMessage(m: Message): Message {
   let props: MessageProps | undefined = m.props;
-  if (props?.correlationData !== undefined || props?.userProperties !== undefined) {
-    props = { ...props };
-    if (props.correlationData !== undefined) props.correlationData = buf(props.correlationData);
-    if (props.userProperties !== undefined) props.userProperties = props.userProperties as UserPropertyPairs;
-  }
+  if (props?.correlationData !== undefined) props = { ...props, correlationData: buf(props.correlationData) };
   return { ...m, payload: buf(m.payload), props };
 }
 
@@ -44,7 +39,7 @@ function reviveDelivery(d: Delivery): Delivery {
   return { ...d, msg: reviveMessage(d.msg), qos: d.qos as QoS };
 }
 
-/** A Session holding the transferred state (no connection yet); queue bytes returned for the counters. */
+/** A Session holding the transferred state (no connection yet). */
 export function importSession(clientId: string, t: SessionTransfer): Session {
   const s = new Session(clientId);
   s.expiryInterval = t.expiryInterval;

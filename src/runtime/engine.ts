@@ -17,29 +17,28 @@ export async function startMqttListeners(
   const listeners: Listener[] = [];
   const l = cfg.listeners;
   const onConnection = broker.accept.bind(broker);
-  const tls = l.tls.cert && l.tls.key ? { cert: l.tls.cert, key: l.tls.key, ca: l.tls.ca } : null;
+  const maxPayloadLength = Math.max(cfg.mqtt.max_packet_size, 16 * 1024);
+  const { cert, key, ca } = l.tls;
+  const start = (name: MqttListenerName, port: number): Promise<Listener> => {
+    const base = { name, bind: l.bind, port, onConnection, log };
+    switch (name) {
+      case 'mqtt':
+        return startTcpListener({ ...base, reusePort: shared });
+      case 'mqtts':
+        return startTlsListener({ ...base, reusePort: shared, cert: cert!, key: key!, ca, requestCert: l.tls.request_cert });
+      case 'ws':
+        return startWsListener({ ...base, uws, path: l.ws_path, maxPayloadLength, shared });
+      case 'wss':
+        return startWsListener({
+          ...base, uws, path: l.ws_path, maxPayloadLength, shared,
+          // uWS checks a client certificate against `ca` when one is sent; it cannot read the
+          // peer certificate, so cn_as_username works on MQTTS only (docs/auth.md).
+          tls: { cert: cert!, key: key!, ca: l.tls.request_cert ? ca ?? undefined : undefined },
+        });
+    }
+  };
   try {
-    if (l.mqtt_port) listeners.push(await startTcpListener({ name: 'mqtt', bind: l.bind, port: l.mqtt_port, onConnection, log, reusePort: shared }));
-    if (l.mqtts_port && tls) {
-      listeners.push(await startTlsListener({
-        name: 'mqtts', bind: l.bind, port: l.mqtts_port, onConnection, log, reusePort: shared,
-        cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: l.tls.request_cert,
-      }));
-    }
-    const maxPayloadLength = Math.max(cfg.mqtt.max_packet_size, 16 * 1024);
-    if (l.ws_port) {
-      listeners.push(await startWsListener({
-        name: 'ws', uws, bind: l.bind, port: l.ws_port, path: l.ws_path, maxPayloadLength, onConnection, log, shared,
-      }));
-    }
-    if (l.wss_port && tls) {
-      listeners.push(await startWsListener({
-        name: 'wss', uws, bind: l.bind, port: l.wss_port, path: l.ws_path, maxPayloadLength, onConnection, log, shared,
-        // uWS checks a client certificate against `ca` when one is sent; it cannot read the
-        // peer certificate, so cn_as_username works on MQTTS only (docs/auth.md).
-        tls: { cert: tls.cert, key: tls.key, ca: l.tls.request_cert ? tls.ca ?? undefined : undefined },
-      }));
-    }
+    for (const { name, port } of mqttPorts(cfg)) listeners.push(await start(name, port));
   } catch (e) {
     for (const x of listeners.reverse()) await x.close().catch(() => undefined);
     throw e;
@@ -47,11 +46,13 @@ export async function startMqttListeners(
   return listeners;
 }
 
-/** The (name, port) pairs of the MQTT listeners a config enables. */
-export function mqttPorts(cfg: Config): { name: string; port: number }[] {
+type MqttListenerName = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+
+/** The (name, port) pairs of the MQTT listeners a config enables (TLS ones need cert and key). */
+export function mqttPorts(cfg: Config): { name: MqttListenerName; port: number }[] {
   const l = cfg.listeners;
   const tls = Boolean(l.tls.cert && l.tls.key);
-  const out: { name: string; port: number }[] = [];
+  const out: { name: MqttListenerName; port: number }[] = [];
   if (l.mqtt_port) out.push({ name: 'mqtt', port: l.mqtt_port });
   if (l.mqtts_port && tls) out.push({ name: 'mqtts', port: l.mqtts_port });
   if (l.ws_port) out.push({ name: 'ws', port: l.ws_port });

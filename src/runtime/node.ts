@@ -4,12 +4,12 @@ import type { Logger } from '../log/logger.js';
 import { createAuthorizer } from '../auth/authorizer.js';
 import { Broker } from '../broker/broker.js';
 import { startHttp } from '../mgmt/http.js';
-import { loadUws } from '../transport/uws.js';
+import { loadUws, type Uws } from '../transport/uws.js';
 import { mqttPorts, startMqttListeners } from './engine.js';
 import { startWorkerPool, type WorkerPool } from '../workers/supervisor.js';
 import type { Listener } from '../transport/types.js';
 import { VERSION } from '../broker/sys.js';
-import { answerProbe, inlineProbe, type NodeProbe } from './probe.js';
+import { inlineProbe, type NodeProbe } from './probe.js';
 
 export interface RunningNode {
   /** State for the API and tests (the engines may run on other threads). */
@@ -33,38 +33,9 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   let status: Status = 'starting';
   const startedAt = Date.now();
   const { uws, native } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
-  const l = cfg.listeners;
   let pool: WorkerPool | null = null;
   // HTTP first, so that a load balancer sees 503 while the workers come up.
-  const http = await startHttp({
-    uws, bind: l.bind, port: l.http_port, log,
-    routes: [
-      {
-        method: 'get', path: '/status',
-        handler: () => ({
-          status: status === 'running' ? 200 : 503,
-          body: {
-            node: cfg.node.name, status, version: VERSION,
-            uptime_s: Math.floor((Date.now() - startedAt) / 1000),
-            connections: pool?.probe.counters.connected ?? 0,
-            workers: cfg.node.workers,
-          },
-        }),
-      },
-      {
-        method: 'get', path: '/api/v1/stats',
-        handler: async () => ({ status: pool ? 200 : 503, body: pool ? await pool.stats() : { status } }),
-      },
-      {
-        method: 'get', path: '/api/v1/clients',
-        handler: async () => {
-          if (!pool) return { status: 503, body: { status } };
-          const rows = await Promise.all(pool.probe.clientRows());
-          return { status: 200, body: rows.flat() };
-        },
-      },
-    ],
-  });
+  const http = await startNodeHttp(cfg, log, uws, startedAt, () => status, () => pool && { probe: pool.probe, stats: () => pool!.stats() });
   try {
     pool = await startWorkerPool(cfg, log);
   } catch (e) {
@@ -98,41 +69,65 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   };
 }
 
+/**
+ * The node's HTTP API (uWebSockets.js, main thread): /status (200 once running, else 503,
+ * for load balancers), /api/v1/stats, /api/v1/clients. `engines` is null until the broker
+ * engines are up.
+ */
+function startNodeHttp(
+  cfg: Config, log: Logger, uws: Uws, startedAt: number, status: () => Status,
+  engines: () => { probe: NodeProbe; stats(): unknown } | null,
+): Promise<Listener> {
+  const l = cfg.listeners;
+  const notYet = () => ({ status: 503, body: { status: status() } });
+  return startHttp({
+    uws, bind: l.bind, port: l.http_port, log,
+    routes: [
+      {
+        method: 'get', path: '/status',
+        handler: () => ({
+          status: status() === 'running' ? 200 : 503,
+          body: {
+            node: cfg.node.name, status: status(), version: VERSION,
+            uptime_s: Math.floor((Date.now() - startedAt) / 1000),
+            connections: engines()?.probe.counters.connected ?? 0,
+            workers: cfg.node.workers,
+          },
+        }),
+      },
+      {
+        method: 'get', path: '/api/v1/stats',
+        handler: async () => {
+          const e = engines();
+          return e ? { status: 200, body: await e.stats() } : notYet();
+        },
+      },
+      {
+        method: 'get', path: '/api/v1/clients',
+        handler: async () => {
+          const e = engines();
+          return e ? { status: 200, body: (await Promise.all(e.probe.clientRows())).flat() } : notYet();
+        },
+      },
+    ],
+  });
+}
+
 /** Everything on the calling thread (node.workers = 0). */
 async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   let status: Status = 'starting';
   const { uws, native } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
   const auth = await createAuthorizer({ ...cfg.auth, cn_as_username: cfg.listeners.tls.cn_as_username }, log);
   const broker = new Broker(cfg, log, auth);
+  const probe = inlineProbe(broker);
   const listeners: Listener[] = [];
-  const l = cfg.listeners;
 
   const closeAll = async () => {
     for (const x of listeners.splice(0).reverse()) await x.close().catch(() => undefined);
   };
   try {
     // HTTP first, so that a load balancer sees 503 while the MQTT listeners come up.
-    listeners.push(await startHttp({
-      uws, bind: l.bind, port: l.http_port, log,
-      routes: [
-        {
-          method: 'get', path: '/status',
-          handler: () => ({
-            status: status === 'running' ? 200 : 503,
-            body: {
-              node: cfg.node.name, status, version: VERSION,
-              uptime_s: Math.floor((Date.now() - broker.startedAt) / 1000),
-              connections: broker.connectedCount,
-            },
-          }),
-        },
-        { method: 'get', path: '/api/v1/stats', handler: () => ({ status: 200, body: broker.stats() }) },
-        {
-          method: 'get', path: '/api/v1/clients',
-          handler: () => ({ status: 200, body: answerProbe(broker, -1, { q: 'apiClients' }) }),
-        },
-      ],
-    }));
+    listeners.push(await startNodeHttp(cfg, log, uws, broker.startedAt, () => status, () => ({ probe, stats: () => broker.stats() })));
     listeners.push(...await startMqttListeners(cfg, log, uws, broker, false));
   } catch (e) {
     await closeAll();
@@ -149,7 +144,7 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
 
   let stopped: Promise<void> | null = null;
   return {
-    probe: inlineProbe(broker),
+    probe,
     pool: null,
     listeners,
     abort: () => Promise.resolve(),

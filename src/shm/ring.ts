@@ -22,6 +22,7 @@ import {
   F_RECORDS_WRITTEN, F_SLEEPS, F_SPACE_BELLS, F_SPACE_WAITS, F_WAKEUPS, HEADER, I_BELL, I_HEAD,
   I_SPACE_BELL, I_SPACE_WANTED, I_TAIL, I_WAITING, SKIP, maxRecordBytes, ringCapacity,
 } from './layout.js';
+import { keepAliveTimer, waitAsync } from './wait.js';
 
 /**
  * Called once per record with the ring's data region and the record's place in it. The view
@@ -30,15 +31,6 @@ import {
  * `data.toString('utf8', start, start + length)` decodes text without a copy.
  */
 export type OnRecord = (data: Buffer, start: number, length: number) => void;
-
-/** Atomics.waitAsync: in Node 20 (V8 11.3) but not in TypeScript's ES2022 lib. */
-type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as {
-  waitAsync: (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
-}).waitAsync;
-
-// A ref'd handle that never fires and costs no CPU: the longest timer Node accepts.
-const KEEPALIVE_MS = 2 ** 31 - 1;
 
 class RingEnd {
   readonly capacity: number;
@@ -152,7 +144,7 @@ export class RingProducer extends RingEnd {
   async waitForSpace(bytes = this.capacity / 4, opts: { ref?: boolean } = {}): Promise<void> {
     const want = Math.min(this.capacity, Math.max(HEADER, Math.ceil(bytes)));
     if (this.free(true) >= want) return;
-    const keepAlive = opts.ref === false ? null : setInterval(noop, KEEPALIVE_MS);
+    const keepAlive = opts.ref === false ? null : keepAliveTimer();
     const ctl = this.ctl;
     this.spaceWaiters++;
     try {
@@ -365,7 +357,7 @@ export class RingConsumer extends RingEnd {
     if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${String(batch)}`);
     this.looping = true;
     this.stopping = false;
-    let keepAlive: NodeJS.Timeout | null = setInterval(noop, KEEPALIVE_MS);
+    let keepAlive: NodeJS.Timeout | null = keepAliveTimer();
     if (opts.ref === false) keepAlive.unref();
     const done = this.run(onRecord, batch).finally(() => {
       this.looping = false;

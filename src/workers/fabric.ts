@@ -4,21 +4,17 @@
 import type { Broker } from '../broker/broker.js';
 import type { Message } from '../broker/message.js';
 import type { GroupRef, RouteMatch, Router } from '../broker/router.js';
-import { routeId } from '../broker/router.js';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Counters } from '../metrics/counters.js';
 import type { Logger } from '../log/logger.js';
 import { RingConsumer, RingProducer, type RingLoop } from '../shm/ring.js';
 import { encodeRouteOp, type RouteOp } from '../shm/route-op.js';
+import { keepAliveTimer, waitAsync } from '../shm/wait.js';
 import { TrieReader, type TrieBuffers } from '../trie/index.js';
 import { decodeRecord, RecordEncoder } from './message-record.js';
 import { C_APPLIED, C_OPEN_CONNECTIONS, CONTROL_WORDS, findGroupEntry, type SharedPlan } from './plan.js';
 
-/** Atomics.waitAsync: in Node 20 (V8 11.3) but not in TypeScript's ES2022 lib. */
-type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as {
-  waitAsync: (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
-}).waitAsync;
+
 
 /** How long a SUBACK / CONNACK waits for the trie writer before it goes anyway. */
 const APPLY_TIMEOUT_MS = 10_000;
@@ -175,7 +171,7 @@ export class Fabric implements Router {
   private async waitApplied(target: number): Promise<void> {
     const i = C_APPLIED + this.workerId;
     // A timer keeps the event loop alive while we wait (waitAsync alone does not).
-    const keep = setInterval(() => undefined, 1 << 30);
+    const keep = keepAliveTimer();
     const giveUp = Date.now() + APPLY_TIMEOUT_MS;
     try {
       while (!this.appliedReached(target)) {
@@ -294,4 +290,3 @@ export class Fabric implements Router {
   }
 }
 
-export { routeId };

@@ -54,12 +54,23 @@ function propsFromJson(s: string): MessageProps {
 /** Encodes records into one reusable scratch buffer (one encoder per producing thread). */
 export class RecordEncoder {
   private scratch = Buffer.allocUnsafe(4096);
+  /** The head in the scratch buffer, when it holds `last` with no groups (see encode). */
+  private last: Message | null = null;
+  private lastSeq = 0;
+  private lastLen = 0;
 
   /**
    * The record as [head, payload] (head is a view of the scratch buffer: write it before
-   * the next encode()).
+   * the next encode()). One message going to several workers without shared groups is
+   * encoded once: only the flags byte differs between them.
    */
   encode(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): [Buffer, Buffer] {
+    if (groups === null && m === this.last && retainSeq === this.lastSeq) {
+      const b = this.scratch;
+      b[1] = (b[1]! & ~F_NON_SHARED) | (nonShared ? F_NON_SHARED : 0);
+      return [b.subarray(0, this.lastLen), m.payload];
+    }
+    this.last = null;
     const props = m.props ? propsToJson(m.props) : '';
     const topicLen = Buffer.byteLength(m.topic);
     const fromLen = Buffer.byteLength(m.from);
@@ -88,6 +99,10 @@ export class RecordEncoder {
         b.writeUInt16LE(n, at + 4);
         at += 6 + n;
       }
+    } else {
+      this.last = m;
+      this.lastSeq = retainSeq;
+      this.lastLen = at;
     }
     return [b.subarray(0, at), m.payload];
   }

@@ -1,15 +1,16 @@
 // Test harness: a real fleetmq node in this process on free loopback ports.
+import assert from 'node:assert/strict';
 import { createConnection, createServer } from 'node:net';
 import { DEFAULTS } from '../../src/config/defaults.js';
 import type { Config } from '../../src/config/types.js';
 import { Logger } from '../../src/log/logger.js';
 import { startNode, type RunningNode } from '../../src/runtime/node.js';
-import type { ConnInfo, RetainedInfo, SessionInfo } from '../../src/runtime/probe.js';
-import type { CountersReader } from '../../src/metrics/counters.js';
+import type { NodeProbe } from '../../src/runtime/probe.js';
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
 
-export interface TestBroker {
+/** A node on free loopback ports, with its probe (counters, sessions, clients …) at hand. */
+export interface TestBroker extends NodeProbe {
   node: RunningNode;
   cfg: Config;
   port: number;
@@ -20,17 +21,6 @@ export interface TestBroker {
   url: string;
   logs: string[];
   stop(): Promise<void>;
-  /** Live counters summed over every worker (synchronous). */
-  readonly counters: CountersReader;
-  /** Accepted sockets not yet closed, over every worker (synchronous). */
-  connectionCount(): number;
-  /** A snapshot of one session (from whichever worker holds it), or null. */
-  session(clientId: string): Promise<SessionInfo | null>;
-  sessionIds(): Promise<string[]>;
-  /** Every open connection (before and after CONNECT), with its worker id. */
-  clients(): Promise<ConnInfo[]>;
-  retained(filter: string): Promise<RetainedInfo[]>;
-  groupMembers(filter: string, group: string): Promise<string[]>;
 }
 
 export async function freePort(): Promise<number> {
@@ -79,17 +69,11 @@ export async function startBroker(overrides: DeepPartial<Config> = {}): Promise<
   const node = await startNode(cfg, log);
   const l = cfg.listeners;
   return {
+    ...node.probe,
     node, cfg, logs,
     port: l.mqtt_port, wsPort: l.ws_port, httpPort: l.http_port, mqttsPort: l.mqtts_port, wssPort: l.wss_port,
     url: `mqtt://127.0.0.1:${l.mqtt_port}`,
     stop: () => node.stop('test'),
-    counters: node.probe.counters,
-    connectionCount: () => node.probe.connectionCount(),
-    session: (id) => node.probe.session(id),
-    sessionIds: () => node.probe.sessionIds(),
-    clients: () => node.probe.clients(),
-    retained: (f) => node.probe.retained(f),
-    groupMembers: (f, g) => node.probe.groupMembers(f, g),
   };
 }
 
@@ -102,6 +86,30 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/**
+ * Polls `read` until it returns `expected` (state held by another worker may settle after
+ * the wire event the test saw); fails with the last value.
+ */
+export async function settles<T>(read: () => T | Promise<T>, expected: T, what: string): Promise<void> {
+  let last: T | undefined;
+  try {
+    await waitFor(async () => (last = await read()) === expected, what);
+  } catch (e) {
+    assert.equal(last, expected, `${what} (${String(e)})`);
+    throw e;
+  }
+}
+
+/** Whether the node holds a session for `id` (on any worker). */
+export async function stored(b: TestBroker, id: string): Promise<boolean> {
+  return (await b.session(id)) !== null;
+}
+
+/** Length of a session's queue; undefined without a session. */
+export async function queued(b: TestBroker, id: string): Promise<number | undefined> {
+  return (await b.session(id))?.queue.length;
 }
 
 /** true when a TCP connection to 127.0.0.1:`port` is accepted (within 2 s), false otherwise. */
