@@ -42,7 +42,7 @@ let dir = '';
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'fleetmq-compare-test-'));
   for (const f of [COMPARE, join(ROOT, 'bench/dist/cli.js'), join(ROOT, 'bench/dist/peers/aedes-server.js'), join(ROOT, 'dist/src/cli/main.js')]) {
-    assert.ok(existsSync(f), `${f} is missing: run npm run build (and npm --prefix bench ci)`);
+    assert.ok(existsSync(f), `${f} is missing: run npm ci and npm run build:all`);
   }
   assert.ok(existsSync('/usr/sbin/mosquitto'), '/usr/sbin/mosquitto is missing: run npm run test:all (scripts/test-setup.sh)');
 });

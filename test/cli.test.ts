@@ -146,6 +146,8 @@ interface Harness {
   stderr: () => Array<Record<string, unknown>>;
   started: Array<{ cfg: Config; log: Logger }>;
   stops: string[];
+  /** What the node's onFatal() was given (the fake node reports a fatal error through it). */
+  fatal: ((reason: string) => void) | null;
 }
 
 function harness(node: { start?: () => Promise<void>; stop?: () => Promise<void> } = {}, env: NodeJS.ProcessEnv = {}): Harness {
@@ -162,6 +164,7 @@ function harness(node: { start?: () => Promise<void>; stop?: () => Promise<void>
     signals,
     started: [],
     stops: [],
+    fatal: null,
     stderr: () => jsonLines(err),
     deps: {
       io: { stdin: new PassThrough(), stdout: sink(() => undefined), stderr: sink((s) => (err += s)) },
@@ -174,6 +177,9 @@ function harness(node: { start?: () => Promise<void>; stop?: () => Promise<void>
           stop: async (reason: string) => {
             h.stops.push(reason);
             await node.stop?.();
+          },
+          onFatal: (fn: (reason: string) => void) => {
+            h.fatal = fn;
           },
         };
       },
@@ -201,6 +207,17 @@ describe('main(): start and stop', () => {
     assert.equal(stopping['node'], 'n-test');
     assert.equal(stopping['signal'], 'SIGTERM');
     assert.equal(h.signals.listenerCount('SIGTERM') + h.signals.listenerCount('SIGINT'), 0, 'signal handlers removed');
+  });
+
+  test('a fatal error of the node stops it and exits 1', async () => {
+    const h = harness();
+    const done = main(['start'], h.deps);
+    await tick();
+    assert.ok(h.fatal, 'main() registered onFatal');
+    h.fatal('worker 1 exited');
+    assert.equal(await done, 1);
+    assert.deepEqual(h.stops, ['fatal: worker 1 exited']);
+    assert.equal(h.stderr().some((l) => l['msg'] === 'node.signal'), false);
   });
 
   test('SIGINT works the same way', async () => {

@@ -68,7 +68,7 @@ async function stopWorkers(ws: Worker[]): Promise<void> {
 
 before(() => {
   if (!existsSync(REUSEPORT_ADDON_PATH)) {
-    execFileSync('bash', [join(ROOT, 'native/reuseport/build.sh')], { stdio: 'inherit', timeout: 120_000 });
+    execFileSync(process.execPath, [join(ROOT, 'scripts/build-addon.mjs'), '--strict'], { stdio: 'inherit', timeout: 180_000 });
   }
 });
 
@@ -153,7 +153,7 @@ describe('reuseport addon', () => {
     assert.throws(() => addon.listenReusePort(HOST, 70_000, 16), RangeError);
     assert.throws(() => loadReusePort('/nonexistent/reuseport.node'), (e: NodeJS.ErrnoException) => {
       assert.equal(e.code, 'REUSEPORT_ADDON_UNAVAILABLE');
-      assert.match(e.message, /native\/reuseport\/build\.sh/);
+      assert.match(e.message, /does not exist; fix: install make, g\+\+ and python3 .*npm run build:reuseport/);
       return true;
     });
   });

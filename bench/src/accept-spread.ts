@@ -11,7 +11,7 @@
 //               with net.Server#listen({ fd }): every worker's epoll wakes, the first to
 //               accept() wins
 //   reuseport   every worker makes its own SO_REUSEPORT socket with the addon
-//               (native/reuseport: `bash native/reuseport/build.sh`) and adopts it with
+//               (native/reuseport: `npm run build:reuseport`) and adopts it with
 //               listen({ fd }); the kernel hashes connections over the group
 //   uws         every worker runs a uWebSockets.js App listening on the port (uSockets sets
 //               SO_REUSEPORT when LIBUS_LISTEN_EXCLUSIVE_PORT is not given); clients are
@@ -47,7 +47,7 @@ interface Addon {
   closeFd(fd: number): void;
 }
 function loadAddon(): Addon {
-  if (!existsSync(ADDON)) throw new Error(`${ADDON} is not built: run \`bash native/reuseport/build.sh\``);
+  if (!existsSync(ADDON)) throw new Error(`${ADDON} is not built: run \`npm run build:reuseport\``);
   return require(ADDON) as Addon;
 }
 

@@ -5,9 +5,13 @@
 // second process and reads each worker's `connections` gauge from GET /api/v1/stats.
 //
 //   node bench/dist/broker-spread.js [--workers 2,4] [--conns 1000,10000] [--transport tcp,ws]
-//                                    [--rate 4000] [--timeout-ms 180000] [--json FILE]
+//                                    [--accept reuseport,shared-fd] [--rate 4000]
+//                                    [--timeout-ms 180000] [--json FILE]
 //
-// Each list is a matrix axis (default: all of the above). For each combination:
+// Each list is a matrix axis (default: all of the above, but --accept reuseport only). --accept
+// shared-fd starts the broker with FLEETMQ_REUSEPORT_ADDON naming a missing file, so that it
+// takes its accept path without the addon (one listening socket shared by the workers);
+// GET /status must then report that path. For each combination:
 //   1. the broker starts on free loopback ports (MQTT, WS, HTTP; no TLS) with --log-level warn,
 //      and is ready when GET /status answers 200;
 //   2. a client process (this file with --client) opens --conns MQTT 3.1.1 connections
@@ -44,6 +48,8 @@ const require = createRequire(join(ROOT, 'package.json'));
 
 type Transport = 'tcp' | 'ws';
 const TRANSPORTS: readonly Transport[] = ['tcp', 'ws'];
+type Accept = 'reuseport' | 'shared-fd';
+const ACCEPTS: readonly Accept[] = ['reuseport', 'shared-fd'];
 
 /** Connections in the middle of connecting (TCP connect or WS upgrade, then CONNECT → CONNACK). */
 const MAX_IN_FLIGHT = 128;
@@ -214,7 +220,10 @@ interface Broker {
   exited(): { code: number | null; signal: string | null } | null;
 }
 
-function startBroker(workers: number, ports: { mqtt: number; ws: number; http: number }): Broker {
+function startBroker(workers: number, accept: Accept, ports: { mqtt: number; ws: number; http: number }): Broker {
+  // No config file or FLEETMQ_* overrides from the environment: the flags and the defaults only.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLEETMQ_')));
+  if (accept === 'shared-fd') env['FLEETMQ_REUSEPORT_ADDON'] = join(ROOT, 'native/reuseport/build/Release/absent-for-broker-spread.node');
   const child = spawn(
     process.execPath,
     [
@@ -228,8 +237,7 @@ function startBroker(workers: number, ports: { mqtt: number; ws: number; http: n
       '--wss-port', '0',
       '--log-level', 'warn',
     ],
-    // No config file or FLEETMQ_* overrides from the environment: the flags and the defaults only.
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLEETMQ_'))) },
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env },
   );
   let tail = '';
   let bytes = 0;
@@ -323,6 +331,7 @@ async function stopBroker(b: Broker): Promise<{ ms: number; how: string }> {
 // ---------------------------------------------------------------- one run
 interface RunResult {
   workers: number;
+  accept: Accept;
   transport: Transport;
   conns: number;
   /** Per worker `connections` (past CONNACK) from GET /api/v1/stats, in worker order. */
@@ -379,12 +388,12 @@ function askClient(c: ChildProcess, type: FromClient['type'], timeoutMs: number)
   });
 }
 
-async function runOne(workers: number, transport: Transport, conns: number, rate: number, timeoutMs: number): Promise<RunResult> {
+async function runOne(workers: number, accept: Accept, transport: Transport, conns: number, rate: number, timeoutMs: number): Promise<RunResult> {
   const res: RunResult = {
-    workers, transport, conns, counts: [], open: [], restarts: 0, ratio: null, sumMatches: false, client: null, lostAtEnd: 0,
+    workers, accept, transport, conns, counts: [], open: [], restarts: 0, ratio: null, sumMatches: false, client: null, lostAtEnd: 0,
     brokerStop: '', brokerStopMs: 0, brokerStderrBytes: 0, brokerLog: {}, brokerStderrTail: '', error: null,
   };
-  const label = `${workers} workers, ${transport}, ${conns} conns`;
+  const label = `${workers} workers, ${accept}, ${transport}, ${conns} conns`;
   const say = (s: string): void => {
     process.stderr.write(`[${label}] ${s}\n`);
   };
@@ -400,9 +409,11 @@ async function runOne(workers: number, transport: Transport, conns: number, rate
   }, timeoutMs);
   try {
     const ports = await freePorts();
-    broker = startBroker(workers, ports);
+    broker = startBroker(workers, accept, ports);
     const b = broker;
     await waitReady(b);
+    const st = (await getJson(b.http, '/status')).body as { accept?: unknown };
+    if (st.accept !== accept) throw new Error(`GET /status says accept ${String(st.accept)}, expected ${accept}`);
     say(`broker up (pid ${b.child.pid ?? '?'}; mqtt ${b.mqtt}, ws ${b.ws}, http ${b.http})`);
     if (timedOut) throw new Error(res.error ?? 'timed out');
     const port = transport === 'ws' ? b.ws : b.mqtt;
@@ -490,11 +501,13 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (argv.includes('--help')) {
-    console.log('node bench/dist/broker-spread.js [--workers 2,4] [--conns 1000,10000] [--transport tcp,ws] [--rate 4000] [--timeout-ms 180000] [--json FILE]');
+    console.log('node bench/dist/broker-spread.js [--workers 2,4] [--conns 1000,10000] [--transport tcp,ws] [--accept reuseport,shared-fd] [--rate 4000] [--timeout-ms 180000] [--json FILE]');
     return;
   }
   const transports = list(argv, '--transport', TRANSPORTS.join(',')) as Transport[];
   for (const t of transports) if (!TRANSPORTS.includes(t)) throw new Error(`--transport: unknown ${t} (${TRANSPORTS.join(', ')})`);
+  const accepts = list(argv, '--accept', 'reuseport') as Accept[];
+  for (const a of accepts) if (!ACCEPTS.includes(a)) throw new Error(`--accept: unknown ${a} (${ACCEPTS.join(', ')})`);
   const workerCounts = ints(argv, '--workers', '2,4');
   const connCounts = ints(argv, '--conns', '1000,10000');
   const rate = num(argv, '--rate', 4000);
@@ -506,14 +519,14 @@ async function main(argv: string[]): Promise<void> {
   const started = new Date().toISOString();
   const machine = `Node ${process.version}, Linux ${release()}, ${cpus().length} CPU (${cpus()[0]?.model ?? '?'})`;
   console.log(`# broker connection spread: ${machine}, client rate ${rate}/s\n`);
-  console.log('| workers | transport | conns | per worker (connections) | max/min | sum = held | opened | failed | connect s | broker stop |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| workers | accept | transport | conns | per worker (connections) | max/min | sum = held | opened | failed | connect s | broker stop |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   const results: RunResult[] = [];
   let bad = false;
   for (const workers of workerCounts) {
-    for (const transport of transports) {
+    for (const accept of accepts) for (const transport of transports) {
       for (const conns of connCounts) {
-        const r = await runOne(workers, transport, conns, rate, timeoutMs);
+        const r = await runOne(workers, accept, transport, conns, rate, timeoutMs);
         results.push(r);
         const c = r.client;
         const failed = c === null ? 'n/a' : String(c.failed);
@@ -521,12 +534,14 @@ async function main(argv: string[]): Promise<void> {
         const err = r.error !== null ? ` **error: ${r.error}**` : c?.firstError != null ? ` (first failure: ${c.firstError})` : '';
         if (r.error !== null || (c?.failed ?? 1) > 0 || r.lostAtEnd > 0) bad = true;
         console.log(
-          `| ${workers} | ${transport} | ${conns} | ${r.counts.join(' / ')} | ${fmtRatio(r.ratio)} | ${r.sumMatches ? 'yes' : 'NO'} | ${c?.connacked ?? 0} | ${failed}${refused}${err} | ${c === null ? 'n/a' : (c.ms / 1000).toFixed(1)} | ${(r.brokerStopMs / 1000).toFixed(1)} s |`,
+          `| ${workers} | ${accept} | ${transport} | ${conns} | ${r.counts.join(' / ')} | ${fmtRatio(r.ratio)} | ${r.sumMatches ? 'yes' : 'NO'} | ${c?.connacked ?? 0} | ${failed}${refused}${err} | ${c === null ? 'n/a' : (c.ms / 1000).toFixed(1)} | ${(r.brokerStopMs / 1000).toFixed(1)} s |`,
         );
         // At warn level, a broker without a password file always logs auth.anonymous_allowed
-        // once per worker; anything else is shown.
-        if (Object.keys(r.brokerLog).some((k) => k !== 'auth.anonymous_allowed') || r.error !== null) {
-          process.stderr.write(`[${workers} workers, ${transport}, ${conns} conns] broker log (last ${Math.min(r.brokerStderrBytes, STDERR_KEEP)} of ${r.brokerStderrBytes} bytes):\n`);
+        // once per worker (and, on the shared-fd path, accept.reuseport_unavailable once);
+        // anything else is shown.
+        const expected = ['auth.anonymous_allowed', ...(accept === 'shared-fd' ? ['accept.reuseport_unavailable'] : [])];
+        if (Object.keys(r.brokerLog).some((k) => !expected.includes(k)) || r.error !== null) {
+          process.stderr.write(`[${workers} workers, ${accept}, ${transport}, ${conns} conns] broker log (last ${Math.min(r.brokerStderrBytes, STDERR_KEEP)} of ${r.brokerStderrBytes} bytes):\n`);
           const lines = r.brokerStderrTail.trimEnd().split('\n');
           process.stderr.write(`${lines.slice(-40).join('\n')}\n`);
         }

@@ -38,6 +38,8 @@ export interface StartedNode {
    * sockets first: this build aborts the process when a thread ends holding one).
    */
   abort?(): Promise<void>;
+  /** `fn` runs if the node cannot go on: it is then stopped and the process exits 1. */
+  onFatal?(fn: (reason: string) => void): void;
 }
 
 export function version(): string {
@@ -112,19 +114,20 @@ async function runStart(options: CliStartOptions, deps: MainDeps): Promise<numbe
   let pendingSignal: string | undefined;
   let stopping = false;
 
-  const stop = (signal: string): void => {
+  /** Stops the node; the process then exits `code` (1 after a fatal error, else 0). */
+  const stop = (signal: string, code = 0): void => {
     if (!node) return;
     stopping = true;
-    log.info('node.signal', { signal });
+    if (code === 0) log.info('node.signal', { signal });
     const budget = cfg.node.shutdown_timeout_ms + 1000;
     const timer = setTimeout(() => {
       log.error('node.stop_timeout', { timeout_ms: budget });
       forceExit();
     }, budget);
-    node.stop('signal').then(
+    node.stop(code === 0 ? 'signal' : signal).then(
       () => {
         clearTimeout(timer);
-        resolveExit(0); // the node logs node.stopped itself
+        resolveExit(code); // the node logs node.stopped itself
       },
       (err: unknown) => {
         clearTimeout(timer);
@@ -160,6 +163,9 @@ async function runStart(options: CliStartOptions, deps: MainDeps): Promise<numbe
       return 1;
     }
     node = started.node;
+    node.onFatal?.((reason) => {
+      if (!stopping) stop(`fatal: ${reason}`, 1);
+    });
     if (pendingSignal !== undefined) stop(pendingSignal);
     return await exited;
   } finally {

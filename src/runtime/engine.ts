@@ -11,8 +11,21 @@ import { startWsListener } from '../transport/ws.js';
 import type { Listener } from '../transport/types.js';
 
 /** Starts the configured MQTT listeners for `broker`; on failure closes what it opened and throws. */
+/**
+ * How the node's engines share the TCP / TLS ports: 'single' (one engine, workers = 0),
+ * 'reuseport' (a socket per worker in an SO_REUSEPORT group, the addon) or 'shared-fd'
+ * (one socket bound by the main thread that every worker adopts; without the addon).
+ */
+export type AcceptPath = 'single' | 'reuseport' | 'shared-fd';
+
+/** A worker's share of the node's listeners: the accept path, and the fds of 'shared-fd'. */
+export interface SharedAccept {
+  path: 'reuseport' | 'shared-fd';
+  fds: Partial<Record<'mqtt' | 'mqtts', number>>;
+}
+
 export async function startMqttListeners(
-  cfg: Config, log: Logger, uws: Uws, broker: Broker, shared: boolean,
+  cfg: Config, log: Logger, uws: Uws, broker: Broker, shared: SharedAccept | null,
 ): Promise<Listener[]> {
   const listeners: Listener[] = [];
   const l = cfg.listeners;
@@ -23,14 +36,14 @@ export async function startMqttListeners(
     const base = { name, bind: l.bind, port, onConnection, log };
     switch (name) {
       case 'mqtt':
-        return startTcpListener({ ...base, reusePort: shared });
+        return startTcpListener({ ...base, ...netAccept(shared, 'mqtt') });
       case 'mqtts':
-        return startTlsListener({ ...base, reusePort: shared, cert: cert!, key: key!, ca, requestCert: l.tls.request_cert });
+        return startTlsListener({ ...base, ...netAccept(shared, 'mqtts'), cert: cert!, key: key!, ca, requestCert: l.tls.request_cert });
       case 'ws':
-        return startWsListener({ ...base, uws, path: l.ws_path, maxPayloadLength, shared });
+        return startWsListener({ ...base, uws, path: l.ws_path, maxPayloadLength, shared: shared !== null });
       case 'wss':
         return startWsListener({
-          ...base, uws, path: l.ws_path, maxPayloadLength, shared,
+          ...base, uws, path: l.ws_path, maxPayloadLength, shared: shared !== null,
           // uWS checks a client certificate against `ca` when one is sent; it cannot read the
           // peer certificate, so cn_as_username works on MQTTS only (docs/auth.md).
           tls: { cert: cert!, key: key!, ca: l.tls.request_cert ? ca ?? undefined : undefined },
@@ -47,6 +60,14 @@ export async function startMqttListeners(
 }
 
 type MqttListenerName = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+
+function netAccept(shared: SharedAccept | null, name: 'mqtt' | 'mqtts'): { reusePort?: boolean; fd?: number } {
+  if (shared === null) return {};
+  if (shared.path === 'reuseport') return { reusePort: true };
+  const fd = shared.fds[name];
+  if (fd === undefined) throw new Error(`listener ${name}: no shared socket from the supervisor`);
+  return { fd };
+}
 
 /** The (name, port) pairs of the MQTT listeners a config enables (TLS ones need cert and key). */
 export function mqttPorts(cfg: Config): { name: MqttListenerName; port: number }[] {

@@ -5,7 +5,7 @@ import { createAuthorizer } from '../auth/authorizer.js';
 import { Broker } from '../broker/broker.js';
 import { startHttp } from '../mgmt/http.js';
 import { loadUws, type Uws } from '../transport/uws.js';
-import { mqttPorts, startMqttListeners } from './engine.js';
+import { mqttPorts, startMqttListeners, type AcceptPath } from './engine.js';
 import { startWorkerPool, type WorkerPool } from '../workers/supervisor.js';
 import type { Listener } from '../transport/types.js';
 import { VERSION } from '../broker/sys.js';
@@ -17,6 +17,10 @@ export interface RunningNode {
   /** Worker-threaded node only: its supervisor (null inline). */
   readonly pool: WorkerPool | null;
   readonly listeners: readonly Listener[];
+  /** How the TCP / TLS ports are shared by the engines (/status says it too). */
+  readonly accept: AcceptPath;
+  /** `fn` runs once if the node cannot go on (the caller then stops it and exits 1). */
+  onFatal(fn: (reason: string) => void): void;
   stop(reason: string): Promise<void>;
   /** Before a forced process exit: end worker threads at once (see StartedNode.abort in cli/main.ts). */
   abort(): Promise<void>;
@@ -34,10 +38,20 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   const startedAt = Date.now();
   const { uws, native } = loadUws({ allowFallback: cfg.node.allow_uws_fallback, log });
   let pool: WorkerPool | null = null;
+  let fatal: string | null = null;
+  let onFatal: ((reason: string) => void) | null = null;
   // HTTP first, so that a load balancer sees 503 while the workers come up.
-  const http = await startNodeHttp(cfg, log, uws, startedAt, () => status, () => pool && { probe: pool.probe, stats: () => pool!.stats() });
+  const http = await startNodeHttp(cfg, log, uws, startedAt, () => status, () => pool && { probe: pool.probe, stats: () => pool!.stats() },
+    () => pool?.accept ?? null);
   try {
-    pool = await startWorkerPool(cfg, log);
+    pool = await startWorkerPool(cfg, log, {
+      onFatal(reason) {
+        if (fatal !== null) return;
+        fatal = reason;
+        log.error('node.fatal', { reason });
+        onFatal?.(reason);
+      },
+    });
   } catch (e) {
     await http.close().catch(() => undefined);
     throw e;
@@ -45,7 +59,7 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   status = 'running';
   const listeners: Listener[] = [http, ...mqttPorts(cfg).map((x) => ({ ...x, close: () => Promise.resolve() }))];
   log.info('node.running', {
-    version: VERSION, uws_native: native, workers: cfg.node.workers,
+    version: VERSION, uws_native: native, workers: cfg.node.workers, accept: pool.accept,
     listeners: listeners.map((x) => ({ name: x.name, port: x.port })),
     max_connections: cfg.node.max_connections,
   });
@@ -55,6 +69,11 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
     probe: p.probe,
     pool: p,
     listeners,
+    accept: p.accept,
+    onFatal(fn) {
+      onFatal = fn;
+      if (fatal !== null) fn(fatal);
+    },
     abort: () => p.abort(),
     stop(reason: string): Promise<void> {
       stopped ??= (async () => {
@@ -77,6 +96,7 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
 function startNodeHttp(
   cfg: Config, log: Logger, uws: Uws, startedAt: number, status: () => Status,
   engines: () => { probe: NodeProbe; stats(): unknown } | null,
+  accept: () => AcceptPath | null,
 ): Promise<Listener> {
   const l = cfg.listeners;
   const notYet = () => ({ status: 503, body: { status: status() } });
@@ -92,6 +112,7 @@ function startNodeHttp(
             uptime_s: Math.floor((Date.now() - startedAt) / 1000),
             connections: engines()?.probe.counters.connected ?? 0,
             workers: cfg.node.workers,
+            accept: accept(),
           },
         }),
       },
@@ -127,8 +148,8 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   };
   try {
     // HTTP first, so that a load balancer sees 503 while the MQTT listeners come up.
-    listeners.push(await startNodeHttp(cfg, log, uws, broker.startedAt, () => status, () => ({ probe, stats: () => broker.stats() })));
-    listeners.push(...await startMqttListeners(cfg, log, uws, broker, false));
+    listeners.push(await startNodeHttp(cfg, log, uws, broker.startedAt, () => status, () => ({ probe, stats: () => broker.stats() }), () => 'single'));
+    listeners.push(...await startMqttListeners(cfg, log, uws, broker, null));
   } catch (e) {
     await closeAll();
     await auth.close();
@@ -137,7 +158,7 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   broker.start();
   status = 'running';
   log.info('node.running', {
-    version: VERSION, uws_native: native,
+    version: VERSION, uws_native: native, accept: 'single',
     listeners: listeners.map((x) => ({ name: x.name, port: x.port })),
     max_connections: cfg.node.max_connections,
   });
@@ -147,6 +168,8 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
     probe,
     pool: null,
     listeners,
+    accept: 'single',
+    onFatal: () => undefined,
     abort: () => Promise.resolve(),
     stop(reason: string): Promise<void> {
       stopped ??= (async () => {

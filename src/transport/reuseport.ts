@@ -11,11 +11,11 @@
 // take a share of the connections: the listener is started only after an exclusive probe
 // (probeExclusive) shows the port is free, and by the first worker only.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
-import { codeError, listenError } from './uws.js';
+import { listenError } from './uws.js';
 
 export interface ReusePortAddon {
   /** Listening TCP socket (non-blocking, CLOEXEC, SO_REUSEADDR + SO_REUSEPORT); returns the fd.
@@ -37,34 +37,69 @@ function repoRoot(): string {
   return resolve(here, '../../..');
 }
 
-export const REUSEPORT_ADDON_PATH = join(repoRoot(), 'native', 'reuseport', 'build', 'Release', 'reuseport.node');
+/** The addon that npm's install step builds (scripts/build-addon.mjs); FLEETMQ_REUSEPORT_ADDON names another file. */
+const DEFAULT_ADDON_PATH = join(repoRoot(), 'native', 'reuseport', 'build', 'Release', 'reuseport.node');
+export const REUSEPORT_ADDON_PATH = process.env['FLEETMQ_REUSEPORT_ADDON'] || DEFAULT_ADDON_PATH;
+/** Written by scripts/build-addon.mjs: whether the install step built the addon, and why not. */
+const BUILD_STATUS_PATH = join(repoRoot(), 'native', 'reuseport', 'build-status.json');
+export const REUSEPORT_FIX =
+  'install make, g++ and python3 (Debian: apt-get install -y make g++ python3), then run ' +
+  '`npm run build:reuseport` in a clone, or `npm rebuild fleetmq --foreground-scripts` where fleetmq is installed as a package';
 
 let cached: ReusePortAddon | null = null;
 
-/** Loads the addon (once per thread); a clear REUSEPORT_ADDON_UNAVAILABLE error when not built. */
+class AddonUnavailable extends Error {
+  readonly code = 'REUSEPORT_ADDON_UNAVAILABLE';
+  constructor(readonly why: string, cause?: unknown) {
+    super(`SO_REUSEPORT addon unavailable: ${why}; fix: ${REUSEPORT_FIX}`, { cause });
+  }
+}
+
+/** Loads the addon (once per thread); a clear REUSEPORT_ADDON_UNAVAILABLE error when it cannot. */
 export function loadReusePort(path = REUSEPORT_ADDON_PATH): ReusePortAddon {
   if (cached !== null && path === REUSEPORT_ADDON_PATH) return cached;
-  if (process.platform !== 'linux') {
-    throw codeError(`the SO_REUSEPORT addon is built for Linux only (platform ${process.platform})`, 'REUSEPORT_ADDON_UNAVAILABLE');
-  }
+  if (process.platform !== 'linux') throw new AddonUnavailable(`the addon is built for Linux only (platform ${process.platform})`);
   const require = createRequire(import.meta.url);
   let addon: ReusePortAddon;
   try {
     addon = require(path) as ReusePortAddon;
   } catch (e) {
-    const why = existsSync(path) ? `${path} failed to load: ${(e as Error).message}` : `${path} does not exist`;
-    throw codeError(
-      `SO_REUSEPORT addon unavailable: ${why}. Build it with \`bash native/reuseport/build.sh\` ` +
-        '(node-gyp; needs g++, make, python3 and the Node.js headers)',
-      'REUSEPORT_ADDON_UNAVAILABLE',
-      e,
-    );
+    throw new AddonUnavailable(
+      existsSync(path) ? `${path} failed to load: ${(e as Error).message}` : `${path} does not exist${whyMissing(path)}`, e);
   }
-  if (typeof addon.listenReusePort !== 'function') {
-    throw codeError(`${path} does not export listenReusePort()`, 'REUSEPORT_ADDON_UNAVAILABLE');
-  }
+  if (typeof addon.listenReusePort !== 'function') throw new AddonUnavailable(`${path} does not export listenReusePort()`);
   if (path === REUSEPORT_ADDON_PATH) cached = addon;
   return addon;
+}
+
+function whyMissing(path: string): string {
+  if (path === DEFAULT_ADDON_PATH) return ` (${buildCause()})`;
+  return path === process.env['FLEETMQ_REUSEPORT_ADDON'] ? ' (named by FLEETMQ_REUSEPORT_ADDON)' : '';
+}
+
+/** Why the install step left no addon, as scripts/build-addon.mjs recorded it. */
+function buildCause(): string {
+  try {
+    const st = JSON.parse(readFileSync(BUILD_STATUS_PATH, 'utf8')) as { ok?: boolean; cause?: string | null };
+    if (st.ok === false && st.cause) return `the install step could not build it: ${st.cause}`;
+    if (st.ok === true) return 'it was built once and has since been removed';
+  } catch {
+    /* no status: the install step did not run */
+  }
+  return 'the install step did not run: npm was given --ignore-scripts, or skipped the package\'s install script';
+}
+
+export type ReusePortAvailability = { ok: true } | { ok: false; cause: string; fix: string };
+
+/** Whether listenReusePort() can work in this process (the addon loads), and if not why. */
+export function reusePortAvailability(): ReusePortAvailability {
+  try {
+    loadReusePort();
+    return { ok: true };
+  } catch (e) {
+    if (e instanceof AddonUnavailable) return { ok: false, cause: e.why, fix: REUSEPORT_FIX };
+    throw e;
+  }
 }
 
 export interface ReusePortListenOptions {

@@ -27,6 +27,11 @@ export interface TcpListenerOptions {
    * connections evenly by a hash). The caller probes that the port is free first.
    */
   reusePort?: boolean;
+  /**
+   * Listen on this already bound socket, shared with the other workers (the accept path
+   * without the reuseport addon, shared-socket.ts). Wins over reusePort.
+   */
+  fd?: number;
 }
 
 /**
@@ -166,21 +171,22 @@ export function normalizeAddress(addr: string | undefined): string {
  */
 export async function listenNetServer(
   server: net.Server,
-  opts: { name: string; bind: string; port: number; log: Logger; reusePort?: boolean },
+  opts: { name: string; bind: string; port: number; log: Logger; reusePort?: boolean; fd?: number },
 ): Promise<Listener> {
   const raw = new Set<net.Socket>();
   server.on('connection', (s: net.Socket) => {
     raw.add(s);
     s.once('close', () => raw.delete(s));
   });
-  if (opts.reusePort) await listenReusePort(server, { name: opts.name, bind: opts.bind, port: opts.port });
+  if (opts.fd === undefined && opts.reusePort) await listenReusePort(server, { name: opts.name, bind: opts.bind, port: opts.port });
   else {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         reject(listenError(opts.name, opts.bind, opts.port, err.code ?? 'ELISTEN', err.message, err));
       };
       server.once('error', onError);
-      server.listen({ host: opts.bind, port: opts.port, exclusive: true }, () => {
+      const how = opts.fd !== undefined ? { fd: opts.fd } : { host: opts.bind, port: opts.port, exclusive: true };
+      server.listen(how, () => {
         server.off('error', onError);
         resolve();
       });

@@ -3,6 +3,7 @@
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Message } from '../broker/message.js';
 import type { Config } from '../config/types.js';
+import type { SharedAccept } from '../runtime/engine.js';
 import type { ProbeQuery } from '../runtime/probe.js';
 import type { SharedPlan } from './plan.js';
 
@@ -13,6 +14,8 @@ export interface WorkerData {
   cfg: Config;
   /** Retained messages (with their sequence numbers) from a live sibling, for a restarted worker. */
   retained: [Message, number][];
+  /** How this worker listens on the node's TCP / TLS ports. */
+  accept: SharedAccept;
   /** Accept {type:'fault'} (tests of the supervisor). */
   faultInjection: boolean;
 }

@@ -7,9 +7,10 @@ import type { SessionTransfer } from '../broker/transfer.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
 import { Counters, CountersSum, FIRST_GAUGE, COUNTER_SLOTS, readerOf } from '../metrics/counters.js';
-import { mqttPorts } from '../runtime/engine.js';
+import { mqttPorts, type AcceptPath, type SharedAccept } from '../runtime/engine.js';
 import type { ConnInfo, NodeProbe, ProbeQuery, RetainedInfo, SessionInfo } from '../runtime/probe.js';
-import { probeExclusive } from '../transport/reuseport.js';
+import { probeExclusive, reusePortAvailability } from '../transport/reuseport.js';
+import { bindSharedSocket, type SharedSocket } from '../transport/shared-socket.js';
 import { C_OPEN_CONNECTIONS, CONTROL_WORDS, createPlan, type SharedPlan } from './plan.js';
 import type { FromWorker, ToWorker, WorkerData } from './protocol.js';
 import type { FromReplicator, ToReplicator } from './replicator.js';
@@ -45,6 +46,8 @@ export interface WorkerStats {
 
 export interface WorkerPool {
   readonly plan: SharedPlan;
+  /** How the workers share the TCP / TLS ports. */
+  readonly accept: AcceptPath;
   readonly probe: NodeProbe;
   readonly counters: Counters[];
   stats(): Promise<Record<string, unknown>>;
@@ -60,11 +63,20 @@ export interface WorkerPool {
 const WORKER_URL = new URL('./worker-main.js', import.meta.url);
 const REPLICATOR_URL = new URL('./replicator.js', import.meta.url);
 
-export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerPool> {
+export interface WorkerPoolOptions {
+  /**
+   * The node cannot go on (a worker died while the workers share one listening socket);
+   * the caller stops the node and exits 1.
+   */
+  onFatal(reason: string): void;
+}
+
+export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPoolOptions): Promise<WorkerPool> {
   const n = cfg.node.workers;
   // Every worker listens with SO_REUSEPORT / a shared uWS port; first make sure nobody else
   // holds a port, so a second node on the same port fails instead of sharing it.
   for (const { name, port } of mqttPorts(cfg)) await probeExclusive(name, cfg.listeners.bind, port);
+  const accept = await chooseAccept(cfg, log);
   const plan = createPlan(n, cfg.mqtt.max_packet_size);
   const counters = plan.counters.map((sab) => new Counters(sab));
   const ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
@@ -154,7 +166,7 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
   };
 
   const spawn = (s: Slot, retained: [Message, number][]): Promise<void> => {
-    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, faultInjection };
+    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection };
     const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}` });
     s.worker = w;
     w.on('error', (e) => log.error('worker.error', { worker: s.id, error: e }));
@@ -190,6 +202,15 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
     const wasStarting = s.state === 'starting';
     s.state = 'restarting';
     if (wasStarting) return; // start-up failure: startWorkerPool reports it
+    if (accept.path === 'shared-fd') {
+      // Its thread closed the one listening socket that every worker shares (shared-socket.ts):
+      // a restarted worker could not listen again, and the others accept nothing more.
+      s.state = 'stopped';
+      log.error('worker.exited', { worker: s.id, code, sessions_lost: counters[s.id]!.sessions, restart: false });
+      opts.onFatal(`worker ${s.id} exited (code ${code}) and the workers share one listening socket ` +
+        '(no SO_REUSEPORT addon), which closed with it; stopping the node so that its service manager restarts it');
+      return;
+    }
     // Its clients are gone with it; their sessions were in its memory only (until durable
     // sessions arrive): counted and logged.
     const c = counters[s.id]!;
@@ -246,6 +267,8 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
     await Promise.all(slots.map((s) => spawn(s, [])));
   } catch (e) {
     await stopAll(1000);
+    // The shared sockets (if any) stay as they are: a worker that adopted one closed its fd
+    // when it ended, and closing the number again could close an unrelated file.
     throw e;
   }
 
@@ -273,6 +296,7 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
 
   return {
     plan, probe, counters,
+    accept: accept.path,
     async stats() {
       const snap = sum.snapshot();
       const workers: WorkerStats[] = slots.map((s) => {
@@ -327,4 +351,35 @@ export async function startWorkerPool(cfg: Config, log: Logger): Promise<WorkerP
       await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 1000))]);
     },
   };
+}
+
+/**
+ * Picks the accept path of the TCP / TLS listeners: a socket per worker in an SO_REUSEPORT
+ * group when the addon loads (even spread), else one socket bound here that every worker
+ * adopts (shared-socket.ts; uneven spread, measured in docs/workers.md), with one warning
+ * that names the cause and the fix. WebSocket listeners do not need the addon (uWS sets
+ * SO_REUSEPORT itself).
+ */
+async function chooseAccept(cfg: Config, log: Logger): Promise<SharedAccept> {
+  const net = mqttPorts(cfg).filter((x): x is { name: 'mqtt' | 'mqtts'; port: number } => x.name === 'mqtt' || x.name === 'mqtts');
+  if (net.length === 0) return { path: 'reuseport', fds: {} };
+  const avail = reusePortAvailability();
+  if (avail.ok) return { path: 'reuseport', fds: {} };
+  log.warn('accept.reuseport_unavailable', {
+    cause: avail.cause, fix: avail.fix, accept: 'shared-fd',
+    detail: 'the worker threads share one listening socket: connections spread unevenly over them, and a worker that dies stops the node',
+  });
+  const sockets: SharedSocket[] = [];
+  const fds: SharedAccept['fds'] = {};
+  try {
+    for (const { name, port } of net) {
+      const s = await bindSharedSocket(name, cfg.listeners.bind, port);
+      sockets.push(s);
+      fds[name] = s.fd;
+    }
+  } catch (e) {
+    for (const s of sockets) s.close();
+    throw e;
+  }
+  return { path: 'shared-fd', fds };
 }

@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   });
 
   try {
-    listeners = await startMqttListeners(cfg, log, uws, broker, true);
+    listeners = await startMqttListeners(cfg, log, uws, broker, data.accept);
   } catch (e) {
     const err = e as Error & { code?: string };
     send({ type: 'failed', message: err.message, code: err.code });

@@ -3,8 +3,9 @@
 // allow it: QoS 1/2 in-flight 32 per client, queue limit 1000 per client, TCP_NODELAY,
 // no persistence, anonymous clients, quiet logs, no $SYS publishing.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { sh } from './procfs.js';
@@ -159,13 +160,27 @@ const mosquitto: BrokerSpec = {
   },
 };
 
-function aedesVersion(): string {
+/** aedes/package.json as Node resolves it from bench/ (the workspace's dependency, hoisted to the root node_modules); null when not installed. */
+export function aedesPackageJson(): string | null {
+  let entry: string;
   try {
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'bench/node_modules/aedes/package.json'), 'utf8')) as { version?: string };
-    return pkg.version ?? 'unknown';
+    // aedes' `exports` do not list package.json: resolve its entry point and walk up.
+    entry = createRequire(import.meta.url).resolve('aedes');
   } catch {
-    return 'not installed (npm --prefix bench ci)';
+    return null;
   }
+  for (let dir = dirname(entry); dir !== dirname(dir); dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'aedes') return pkg;
+  }
+  return null;
+}
+
+function aedesVersion(): string {
+  const path = aedesPackageJson();
+  if (path === null) return 'not installed (npm ci)';
+  const pkg = JSON.parse(readFileSync(path, 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
 }
 
 const aedes: BrokerSpec = {

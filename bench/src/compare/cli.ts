@@ -9,7 +9,7 @@ import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
-import { BROKERS, MOSQUITTO, ROOT, SPECS, type BrokerName, type ScenarioInfo } from './brokers.js';
+import { aedesPackageJson, BROKERS, MOSQUITTO, ROOT, SPECS, type BrokerName, type ScenarioInfo } from './brokers.js';
 import { installSignalHandlers, isStopping, stopAll } from './children.js';
 import { clockTicks, machineInfo, sh } from './procfs.js';
 import { renderScenario, runLine, shellQuote } from './render.js';
@@ -241,8 +241,8 @@ async function main(argv: string[]): Promise<number> {
   if (!existsSync(generator.path)) missing.push(`${relative(ROOT, generator.path)} (${generator.hint})`);
   if (o.brokers.includes('fleetmq') && !existsSync(join(ROOT, 'dist/src/cli/main.js'))) missing.push('dist/src/cli/main.js (npm run build)');
   if (o.brokers.includes('aedes')) {
-    if (!existsSync(join(ROOT, 'bench/dist/peers/aedes-server.js'))) missing.push('bench/dist/peers/aedes-server.js (npm run build)');
-    if (!existsSync(join(ROOT, 'bench/node_modules/aedes/package.json'))) missing.push('bench/node_modules/aedes (npm --prefix bench ci)');
+    if (!existsSync(join(ROOT, 'bench/dist/peers/aedes-server.js'))) missing.push('bench/dist/peers/aedes-server.js (npm run build:bench)');
+    if (aedesPackageJson() === null) missing.push('the aedes package (npm ci)');
   }
   if (o.brokers.includes('mosquitto')) {
     try {

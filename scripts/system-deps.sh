@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the tests and the CI checks use, only those missing:
+# mosquitto-clients, mosquitto, openssl, make, gcc, g++, python3. One `apt-get update`,
+# `sudo` only when not root. Run by scripts/test-setup.sh and by .ci/run.
+set -euo pipefail
+
+say() { printf 'system-deps: %s\n' "$*" >&2; }
+
+PACKAGES=(mosquitto-clients mosquitto openssl make gcc g++ python3)
+
+# Is Debian package $1 installed? Without dpkg, look for the programs instead.
+have_package() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = 'install ok installed' ]
+    return
+  fi
+  case "$1" in
+    mosquitto-clients) command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 ;;
+    mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  have_package "$p" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "missing ${missing[*]} and apt-get is not available: install them, then run again"
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      say "missing ${missing[*]}: run as root or install sudo"
+      exit 1
+    fi
+    sudo=(sudo)
+  fi
+  say "installing ${missing[*]}"
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The mosquitto package starts a system broker on port 1883; the tests start their own
+  # mosquitto when they need one, and fleetmq's default port is 1883 too. Stop it.
+  if [[ " ${missing[*]} " == *' mosquitto '* ]]; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      ${sudo[@]+"${sudo[@]}"} systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/mosquitto ]; then
+      ${sudo[@]+"${sudo[@]}"} /etc/init.d/mosquitto stop >/dev/null 2>&1 || true
+      ${sudo[@]+"${sudo[@]}"} update-rc.d mosquitto disable >/dev/null 2>&1 || true
+    fi
+    say "stopped and disabled the mosquitto system service (it would hold port 1883)"
+  fi
+fi
+
