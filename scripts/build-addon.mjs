@@ -44,6 +44,7 @@ function finish(ok, cause) {
 }
 
 function onPath(cmd) {
+  if (cmd.includes('/')) return existsSync(cmd);
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (dir && existsSync(join(dir, cmd))) return true;
   }
