@@ -205,6 +205,8 @@ describe('bad options name the option and the value', () => {
         return 42;
       case 'list':
         return 'not-a-list';
+      case 'optString':
+        return 42;
     }
   }
 

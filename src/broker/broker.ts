@@ -29,6 +29,7 @@ function localGate(): ConnectionGate {
 }
 
 const NO_GROUPS: readonly GroupRef[] = [];
+const NO_MATCH_GROUPS: readonly RouteGroupMatch[] = [];
 
 /** 0xFFFFFFFF: the session does not expire [MQTT-3.1.2-? v5 3.1.2.11.2]. */
 export const NEVER_EXPIRES = 0xffffffff;
@@ -356,25 +357,59 @@ export class Broker {
   publish(m: Message): number {
     const retain = m.retain && this.cfg.mqtt.retain_available;
     const r = this.router;
-    // Inline, or the only worker: the local index alone decides (no trie match, no rings).
-    if (r === null || r.allMask === 1 << r.workerId) {
+    // Inline, or the only worker of a single node: the local index alone decides (no trie
+    // match, no rings).
+    if (r === null || (r.allMask === 1 << r.workerId && !r.clustered)) {
       if (retain) {
         this.retained.set(m);
         this.counters.retainedStored = this.retained.size;
       }
       return this.deliverLocal(m, true, null);
     }
-    // Worker-threaded: the shared trie says which workers want the topic; each shared group
-    // goes to one worker holding members (which then picks one of its members).
+    // Worker-threaded: the shared trie says which workers (and, in a cluster, which other
+    // nodes) want the topic; each shared group goes to one node, then one worker holding
+    // members (which then picks one of its members).
     const seq = retain ? r.nextRetainSeq() : 0;
     const match = r.match(m.topic);
+    let remoteGroups: Map<number, GroupRef[]> | null = null;
+    let localGroups: RouteGroupMatch[] | null = null;
+    if (r.clustered) {
+      for (const g of match.groups) {
+        const slot = this.pickNode(g, m);
+        if (slot === -2) continue; // no member anywhere
+        if (slot === -1) (localGroups ??= []).push(g);
+        else {
+          remoteGroups ??= new Map();
+          const l = remoteGroups.get(slot);
+          const ref: GroupRef = { route: g.route, group: g.group };
+          if (l) l.push(ref);
+          else remoteGroups.set(slot, [ref]);
+        }
+      }
+    }
+    let n = this.routeToWorkers(m, match.mask, r.clustered ? localGroups ?? NO_MATCH_GROUPS : match.groups, seq, retain ? r.allMask : 0);
+    if (r.clustered) {
+      n += this.forwardToNodes(m, r.remoteSlots(match), remoteGroups);
+      // $SYS topics are this node's own statistics: retained here only, not cluster-wide.
+      if (retain && !m.topic.startsWith('$SYS/')) r.retainedSet(m, seq);
+    }
+    return n;
+  }
+
+  /**
+   * The local part of routing: the workers in `mask` get the message for their non-shared
+   * subscribers, each group in `groups` goes to one worker holding members; `retainMask`
+   * workers store it as retained (seq > 0). Returns the deliveries (a worker counts as one).
+   */
+  private routeToWorkers(m: Message, mask: number, groups: readonly RouteGroupMatch[], seq: number, retainMask: number): number {
+    const r = this.router!;
     const self = r.workerId;
     const bit = 1 << self;
     let localGroups: GroupRef[] | null = null;
     let far: Map<number, GroupRef[]> | null = null;
     // Retained messages reach every worker's replica, subscribers or not.
-    let want = (seq > 0 ? r.allMask : match.mask) & ~bit;
-    for (const g of match.groups) {
+    let want = (seq > 0 ? retainMask | mask : mask) & ~bit;
+    for (const g of groups) {
       const w = this.pickWorker(g, m);
       if (w < 0) continue;
       const ref: GroupRef = { route: g.route, group: g.group };
@@ -392,14 +427,64 @@ export class Broker {
       const low = want & -want; // lowest set bit
       want ^= low;
       const w = 31 - Math.clz32(low);
-      const groups = far?.get(w) ?? null;
-      const nonShared = (match.mask & low) !== 0;
-      if (r.forward(w, m, nonShared, groups, seq) && (nonShared || groups !== null)) n++;
+      const gs = far?.get(w) ?? null;
+      const nonShared = (mask & low) !== 0;
+      if (r.forward(w, m, nonShared, gs, seq) && (nonShared || gs !== null)) n++;
     }
     if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
-    const mine = (match.mask & bit) !== 0;
+    const mine = (mask & bit) !== 0;
     if (mine || localGroups !== null) n += this.deliverLocal(m, mine, localGroups ?? NO_GROUPS);
     return n;
+  }
+
+  /** Cluster: sends `m` once to each other node that wants it; QoS 1/2 acks are gathered for the publisher. */
+  private forwardToNodes(m: Message, slots: readonly number[], groups: Map<number, GroupRef[]> | null): number {
+    if (slots.length === 0 && groups === null) return 0;
+    const r = this.router!;
+    let n = 0;
+    const send = (slot: number, nonShared: boolean, gs: readonly GroupRef[] | null): void => {
+      const wait = r.forwardRemote(slot, m, nonShared, gs);
+      n++;
+      if (wait !== null) (this.remoteWaits ??= []).push(wait);
+    };
+    for (const slot of slots) send(slot, true, groups?.get(slot) ?? null);
+    if (groups !== null) for (const [slot, gs] of groups) if (!slots.includes(slot)) send(slot, false, gs);
+    return n;
+  }
+
+  /** Acks of other nodes that the last received() is waiting for (cluster), gathered. */
+  private remoteWaits: Promise<void>[] | null = null;
+
+  /** The wait for every other node that the last received message went to (null: none). */
+  takeRemoteWait(): Promise<void> | null {
+    const w = this.remoteWaits;
+    this.remoteWaits = null;
+    if (w === null) return null;
+    return w.length === 1 ? w[0]! : Promise.all(w).then(() => undefined);
+  }
+
+  /**
+   * Cluster: which node serves shared group `g` for this message: -1 this one, a slot
+   * another, -2 none has members. Candidates are nodes, not members (docs/cluster.md).
+   */
+  private pickNode(g: RouteGroupMatch, m: Message): number {
+    const remote = this.router!.groupRemoteSlots(g);
+    if (remote.length === 0) return g.mask !== 0 ? -1 : -2;
+    if (g.mask !== 0 && this.cfg.mqtt.shared_strategy === 'local') return -1;
+    const candidates = g.mask !== 0 ? [-1, ...remote] : [...remote];
+    if (candidates.length === 1) return candidates[0]!;
+    return this.shared.pickWorker(`node\u0000${g.group}\u0000${g.route}`, candidates, null, m.topic, m.from);
+  }
+
+  /**
+   * Cluster: a message another node forwarded here (it matched there once; here it goes
+   * to this node's workers only, never on to other nodes).
+   */
+  receiveRemote(m: Message, nonShared: boolean, groups: readonly GroupRef[]): void {
+    this.counters.forwardedInRemote++;
+    const match = this.router!.match(m.topic);
+    const gs = groups.length === 0 ? NO_MATCH_GROUPS : match.groups.filter((g) => named(groups, g.group, null, g.route));
+    if (this.routeToWorkers(m, nonShared ? match.mask : 0, gs, 0, 0) === 0) this.counters.droppedNoSubscribers++;
   }
 
   /** A message another worker forwarded here (see publish()). */
@@ -636,11 +721,14 @@ export class Broker {
   }
 }
 
-/** Whether the shared group (group, filter) is among those a forwarded message names. */
-function named(groups: readonly GroupRef[], group: string, filter: string): boolean {
+/**
+ * Whether the shared group (group, filter) is among those a forwarded message names
+ * (`route`: the group's route id when the caller has it instead of the filter).
+ */
+function named(groups: readonly GroupRef[], group: string, filter: string | null, route = 0): boolean {
   for (const ref of groups) {
     if (ref.group !== group) continue;
-    if (ref.route === 0 || ref.route === routeId(group, filter)) return true;
+    if (ref.route === 0 || ref.route === (filter === null ? route : routeId(group, filter))) return true;
   }
   return false;
 }

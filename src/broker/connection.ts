@@ -202,6 +202,36 @@ export class ClientConnection {
     );
   }
 
+  /**
+   * Sends a PUBACK / PUBREC once `wait` (other nodes holding the message) settles, in the
+   * order the PUBLISHes came [MQTT-4.6.0-2/3]: one waiting ack holds back the later ones.
+   */
+  ackInOrder(p: Packet, wait: Promise<void> | null): void {
+    if (wait === null && this.acks.length === 0) {
+      this.send(p);
+      return;
+    }
+    const e = { p, ready: wait === null };
+    this.acks.push(e);
+    if (wait !== null) {
+      void wait.then(() => {
+        e.ready = true;
+        this.flushAcks();
+      });
+    }
+  }
+
+  private readonly acks: { p: Packet; ready: boolean }[] = [];
+
+  private flushAcks(): void {
+    let n = 0;
+    while (n < this.acks.length && this.acks[n]!.ready) n++;
+    if (n === 0) return;
+    const out = this.acks.splice(0, n);
+    if (this.state === 'closed') return;
+    for (const e of out) this.send(e.p);
+  }
+
   /** A ring to another worker is full: stop reading from this publisher until it drains. */
   pauseForRing(): void {
     const r = this.broker.router;

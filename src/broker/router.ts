@@ -22,6 +22,8 @@ export interface RouteGroupMatch {
 export interface RouteMatch {
   /** Workers with a non-shared subscription matching the topic (bit w = worker w). */
   readonly mask: number;
+  /** Cluster: node set ids of matching filters that other nodes hold (src/cluster/node-sets.ts). */
+  readonly routes: readonly number[];
   readonly groups: readonly RouteGroupMatch[];
 }
 
@@ -60,9 +62,25 @@ export interface Router {
    * when it ends or there was none). Returns null without a round trip when no other
    * worker can hold it.
    */
-  claim(clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> | null;
+  claim(clientId: string, cleanStart: boolean, persistent: boolean): Promise<SessionTransfer | null> | null;
   /** The session of `clientId` ended on this worker. */
   released(clientId: string): void;
+
+  // ---- cluster (clustered false: none of these is called) -----------------------------
+  /** The node is in a cluster: remote routes and the forward channel. */
+  readonly clustered: boolean;
+  /** Slots of the other nodes holding a non-shared route that `match` found (empty: none). */
+  remoteSlots(match: RouteMatch): readonly number[];
+  /** Slots of the other nodes holding members of shared group `g`. */
+  groupRemoteSlots(g: RouteGroupMatch): readonly number[];
+  /**
+   * Sends `m` to node `slot` (it delivers to its non-shared subscribers when `nonShared`,
+   * and to one member of each group in `groups`). For QoS 1/2 returns a promise that
+   * settles once that node holds the message (or left the cluster); null otherwise.
+   */
+  forwardRemote(slot: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null): Promise<void> | null;
+  /** A retained message set (or cleared) here: the cluster stores it. */
+  retainedSet(m: Message, seq: number): void;
 }
 
 /** hash32 of `$share/<group>/<filter>`, 31 bits, never 0: the id a shared group's trie terminal carries. */

@@ -24,6 +24,7 @@ export class SharedDispatcher {
     switch (this.strategy) {
       case 'random':
         return list[Math.floor(Math.random() * list.length)]!;
+      case 'local':
       case 'round_robin': {
         const n = (this.rr.get(groupKey) ?? -1) + 1;
         this.rr.set(groupKey, n % 1_000_000_000);
@@ -67,6 +68,7 @@ export class SharedDispatcher {
     switch (this.strategy) {
       case 'random':
         return at(Math.floor(Math.random() * total));
+      case 'local':
       case 'round_robin': {
         const i = (this.rr.get(groupKey) ?? -1) + 1;
         this.rr.set(groupKey, i % 1_000_000_000);

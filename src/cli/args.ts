@@ -17,12 +17,28 @@ export interface CliStartOptions {
   dataDir?: string;
   logLevel?: LogLevel;
   workers?: number;
+  role?: 'none' | 'core' | 'replicant';
+  clusterName?: string;
+  clusterCookie?: string | null;
+  clusterPort?: number;
+  forwardPort?: number;
+  advertise?: string | null;
+  seeds?: string[];
+  discovery?: 'static' | 'dns' | 'etcd';
+  dnsName?: string | null;
+  etcd?: string[];
+  etcdManaged?: boolean;
+  etcdClientPort?: number;
+  etcdPeerPort?: number;
+  leaseTtl?: number;
 }
 
 export type Command =
   | { kind: 'start'; options: CliStartOptions }
   /** Arguments after `passwd`, handed to runPasswd unchanged. */
   | { kind: 'passwd'; args: string[] }
+  /** Arguments after `ctl`, handed to runCtl unchanged. */
+  | { kind: 'ctl'; args: string[] }
   | { kind: 'help'; text: string }
   | { kind: 'version' };
 
@@ -45,6 +61,15 @@ const FLAG_ARG: Record<string, string> = {
   '--data-dir': 'DIR',
   '--log-level': 'LEVEL',
   '--workers': 'N',
+  '--role': 'ROLE',
+  '--cluster-name': 'NAME',
+  '--cluster-cookie': 'SECRET',
+  '--advertise': 'HOST',
+  '--seeds': 'HOST:PORT[,...]',
+  '--discovery': 'MODE',
+  '--dns-name': 'NAME',
+  '--etcd': 'URL[,URL...]',
+  '--lease-ttl': 'SECONDS',
 };
 
 export function mainUsage(): string {
@@ -54,6 +79,8 @@ export function mainUsage(): string {
                                            add or update a user in a password file (without -b
                                            the password is prompted for, or read from stdin)
   fleetmq passwd -D <file> <user>          delete a user from a password file
+  fleetmq ctl [--url URL] cluster status|join|leave|force-leave
+                                           operate a running node (see 'fleetmq ctl --help')
   fleetmq --help                           show this help
   fleetmq --version                        print the version
 
@@ -65,10 +92,10 @@ Configuration: embedded defaults <- JSON file (--config or FLEETMQ_CONFIG)
 export function startUsage(): string {
   const lines = [['--config FILE', 'JSON config file (default: $FLEETMQ_CONFIG, else none)']];
   for (const o of START_FLAGS) {
-    const arg = FLAG_ARG[o.cli.flag] ?? 'N';
+    const arg = o.type.kind === 'bool' ? '' : FLAG_ARG[o.cli.flag] ?? 'N';
     const zero = o.path === 'node.workers' ? ', 0 = no worker threads' : ', 0 = off';
     const range = o.type.kind === 'int' ? ` (${o.type.min}..${o.type.max}${o.type.min === 0 ? zero : ''})` : o.type.kind === 'enum' ? ` (${o.type.values.join('|')})` : '';
-    lines.push([`${o.cli.flag} ${arg}`, `${o.path}${range}`]);
+    lines.push([`${o.cli.flag}${arg === '' ? '' : ' ' + arg}`, `${o.path}${range}`]);
   }
   const w = Math.max(...lines.map((l) => (l[0] ?? '').length)) + 2;
   return `Usage: fleetmq start [flags]
@@ -104,6 +131,8 @@ export function parseCommandLine(argv: readonly string[]): Command {
       return parseStart(rest);
     case 'passwd':
       return { kind: 'passwd', args: rest };
+    case 'ctl':
+      return { kind: 'ctl', args: rest };
     default:
       if (first.startsWith('-')) throw new UsageError(`unknown option ${first}`);
       throw new UsageError(`unknown command ${JSON.stringify(first)}`);
@@ -122,7 +151,9 @@ function parseStart(args: string[]): Command {
     if (flag !== '--config' && !spec) throw new UsageError(`start: unknown option ${flag}`);
     let raw: string | undefined;
     if (eq > 0) raw = arg.slice(eq + 1);
-    else {
+    else if (spec?.type.kind === 'bool' && (args[i + 1] === undefined || args[i + 1]!.startsWith('--') || !/^(true|false)$/.test(args[i + 1]!))) {
+      raw = 'true'; // a boolean flag alone means true (--etcd-managed)
+    } else {
       raw = args[i + 1];
       if (raw === undefined || raw.startsWith('--')) throw new UsageError(`option ${flag}: missing value`);
       i++;

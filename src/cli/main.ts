@@ -81,6 +81,8 @@ export async function main(argv: readonly string[], overrides: Partial<MainDeps>
       return 0;
     case 'passwd':
       return deps.runPasswd(cmd.args, deps.io);
+    case 'ctl':
+      return (await import('./ctl.js')).runCtl(cmd.args, deps.io, deps.env);
     case 'start':
       return runStart(cmd.options, deps);
   }

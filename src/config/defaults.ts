@@ -112,6 +112,31 @@ export const DEFAULTS: Config = deepFreeze({
     acl_default: 'allow',
     hash_threads: 1,
   },
+  cluster: {
+    role: 'none',
+    name: 'fleetmq',
+    cookie: null,
+    cookie_file: null,
+    port: 4370,
+    forward_port: 5370,
+    advertise: null,
+    seeds: [],
+    discovery: 'static',
+    dns_name: null,
+    dns_refresh_ms: 10_000,
+    etcd: {
+      endpoints: [],
+      managed: false,
+      client_port: 2379,
+      peer_port: 2380,
+      binary: '/usr/bin/etcd',
+    },
+    lease_ttl_s: 10,
+    tls: false,
+    forward_max_bytes: 8 * 1024 * 1024,
+    write_batch_ms: 2,
+    lag_warn_ms: 1000,
+  },
 });
 
 /** DEFAULTS is shared: freeze it so a stray mutation throws instead of leaking into every later load. */

@@ -44,7 +44,9 @@ export type OptionType =
   /** null, or the path of a file that must exist and be readable. */
   | { kind: 'file' }
   /** Array of strings; in env / CLI form a comma-separated list. */
-  | { kind: 'list'; expect: string; check: (s: string) => boolean };
+  | { kind: 'list'; expect: string; check: (s: string) => boolean }
+  /** null, or a string that `check` accepts (an empty string in env / CLI form is null). */
+  | { kind: 'optString'; expect: string; check: (s: string) => boolean };
 
 export interface OptionSpec {
   path: ConfigPath;
@@ -55,6 +57,8 @@ export interface OptionSpec {
   defaultDoc?: string;
   /** Shown instead of the type when its range depends on the host. */
   typeDoc?: string;
+  /** A secret: error messages never show its value. */
+  secret?: boolean;
   /** Command-line flag of `fleetmq start` setting this option, and its CliStartOptions key. */
   cli?: { flag: `--${string}`; key: Exclude<keyof CliStartOptions, 'config'> };
 }
@@ -71,6 +75,16 @@ const port = int(0, U16);
 export const MAX_WORKERS = 31;
 const nonEmpty: OptionType = { kind: 'string', expect: 'a non-empty string', check: (s) => s.length > 0 };
 const enumOf = (...values: string[]): OptionType => ({ kind: 'enum', values });
+const hostName = (s: string): boolean => isIP(s) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(s);
+/** host:port, host an IP ([v6] in brackets) or a DNS name, port 1..65535. */
+export function isHostPort(s: string): boolean {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(s);
+  if (!m) return false;
+  const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
+  const port = Number(m[2]);
+  return port >= 1 && port <= U16 && (m[1]!.startsWith('[') ? isIP(host) === 6 : hostName(host));
+}
+const isEtcdUrl = (s: string): boolean => /^https?:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}\/?$/.test(s);
 
 const fdLimit = openFileLimit();
 
@@ -189,8 +203,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
   {
     path: 'mqtt.shared_strategy',
-    type: enumOf('round_robin', 'random', 'sticky', 'hash_clientid', 'hash_topic'),
-    doc: 'How a message for a shared subscription picks one member of the group.',
+    type: enumOf('round_robin', 'random', 'sticky', 'hash_clientid', 'hash_topic', 'local'),
+    doc: 'How a message for a shared subscription picks one member of the group. In a cluster the choice is made among the nodes holding members first (each such node one candidate), then among the members of that node; `local` prefers members on the publisher\'s node and round-robins among them, going to another node only when the publisher\'s node has none.',
   },
   {
     path: 'mqtt.deny_subscribe',
@@ -205,6 +219,79 @@ export const OPTIONS: readonly OptionSpec[] = [
   { path: 'auth.acl_file', type: file, doc: 'Topic access rules file. `null` = no ACL: every client may publish and subscribe to every topic.' },
   { path: 'auth.acl_default', type: enumOf('allow', 'deny'), doc: 'Decision when no rule of the ACL file matches.' },
   { path: 'auth.hash_threads', type: int(1, 64), doc: 'Worker threads for password hashing.' },
+  // cluster
+  {
+    path: 'cluster.role',
+    type: enumOf('none', 'core', 'replicant'),
+    doc: '`none`: a single node (no etcd, no peers). `core`: holds the cluster\'s consistent metadata in etcd (`cluster.etcd`). `replicant`: streams a full read copy of it from a core and sends its writes to one (`cluster.seeds`); no etcd client. See docs/cluster.md.',
+    cli: { flag: '--role', key: 'role' },
+  },
+  {
+    path: 'cluster.name',
+    type: { kind: 'string', expect: '1..64 characters of A-Z a-z 0-9 _ . -', check: (s) => /^[A-Za-z0-9_.-]{1,64}$/.test(s) },
+    doc: 'Cluster name: every node of a cluster has the same one (a peer with another is refused); it prefixes the cluster\'s etcd keys (`/fleetmq/<name>/`).',
+    cli: { flag: '--cluster-name', key: 'clusterName' },
+  },
+  {
+    path: 'cluster.cookie',
+    type: { kind: 'optString', expect: 'null or a string of 8..1024 characters', check: (s) => s.length >= 8 && s.length <= 1024 },
+    secret: true,
+    doc: 'Shared secret of the cluster (like Erlang\'s cookie): every inter-node connection proves it knows it with an HMAC challenge, in both directions; it never crosses the wire. Required (or `cookie_file`) when `role` is not `none`.',
+    cli: { flag: '--cluster-cookie', key: 'clusterCookie' },
+  },
+  { path: 'cluster.cookie_file', type: file, doc: 'File whose first line is the cookie (instead of `cookie`, which a command line would show to `ps`).' },
+  { path: 'cluster.port', type: int(1, U16), doc: 'Cluster port: RLOG replication and metadata requests between nodes. Binds `listeners.bind`.', cli: { flag: '--cluster-port', key: 'clusterPort' } },
+  { path: 'cluster.forward_port', type: int(1, U16), doc: 'Forward port: messages between nodes (a pool of connections, one per worker thread and peer). Binds `listeners.bind`.', cli: { flag: '--forward-port', key: 'forwardPort' } },
+  {
+    path: 'cluster.advertise',
+    type: { kind: 'optString', expect: 'null or an IP address or host name', check: hostName },
+    doc: 'Host or IP address that other nodes use to reach this node\'s cluster and forward ports. `null` = the host part of `node.name` (`NAME@HOST`).',
+    cli: { flag: '--advertise', key: 'advertise' },
+  },
+  {
+    path: 'cluster.seeds',
+    type: { kind: 'list', expect: 'host:port of a core\'s cluster port', check: isHostPort },
+    doc: 'Cores to contact (their cluster ports): where a replicant starts streaming, and the cluster a new managed core joins. A replicant learns the other cores from the first one it reaches.',
+    cli: { flag: '--seeds', key: 'seeds' },
+  },
+  {
+    path: 'cluster.discovery',
+    type: enumOf('static', 'dns', 'etcd'),
+    doc: 'How a node finds cores: `static` (`seeds`), `dns` (the A or SRV records of `dns_name`, re-resolved every `dns_refresh_ms`; A records use `cluster.port`), `etcd` (cores only: cores always find each other through etcd).',
+    cli: { flag: '--discovery', key: 'discovery' },
+  },
+  {
+    path: 'cluster.dns_name',
+    type: { kind: 'optString', expect: 'null or a DNS name', check: hostName },
+    doc: 'DNS name listing the cores, for `discovery` = `dns`.',
+    cli: { flag: '--dns-name', key: 'dnsName' },
+  },
+  { path: 'cluster.dns_refresh_ms', type: int(1000, 3_600_000), doc: 'How often `dns_name` is resolved again.' },
+  {
+    path: 'cluster.etcd.endpoints',
+    type: { kind: 'list', expect: 'an etcd client URL http(s)://HOST:PORT', check: isEtcdUrl },
+    doc: 'Client URLs of an etcd cluster that the user runs (Kubernetes, an existing cluster). Cores only; exclusive with `managed`.',
+    cli: { flag: '--etcd', key: 'etcd' },
+  },
+  {
+    path: 'cluster.etcd.managed',
+    type: bool,
+    doc: 'The core starts, supervises and stops its own etcd member (`binary`, data under `<node.data_dir>/etcd`, on `client_port` / `peer_port`); a core with `seeds` joins their etcd cluster (member add). Cores only.',
+    cli: { flag: '--etcd-managed', key: 'etcdManaged' },
+  },
+  { path: 'cluster.etcd.client_port', type: int(1, U16), doc: 'Client port of the managed etcd member.', cli: { flag: '--etcd-client-port', key: 'etcdClientPort' } },
+  { path: 'cluster.etcd.peer_port', type: int(1, U16), doc: 'Peer port of the managed etcd member.', cli: { flag: '--etcd-peer-port', key: 'etcdPeerPort' } },
+  { path: 'cluster.etcd.binary', type: nonEmpty, doc: 'The etcd binary of a managed member (Debian `etcd-server`).' },
+  {
+    path: 'cluster.lease_ttl_s',
+    type: int(2, 300),
+    doc: 'TTL of each node\'s etcd lease, in seconds. Every entry a node owns hangs on it: a node silent this long is `stopped` and its non-persistent routes and sessions disappear.',
+    cli: { flag: '--lease-ttl', key: 'leaseTtl' },
+  },
+  { path: 'cluster.tls', type: bool, doc: 'Inter-node connections over TLS with the node\'s certificate (`listeners.tls.cert`, `key`; peers verified against `listeners.tls.ca`).' },
+  { path: 'cluster.forward_max_bytes', type: int(65536, I32), doc: 'Bytes (unsent plus unacknowledged) that one worker thread keeps for one peer before its publishers are paused; QoS 0 beyond it is dropped (counted).' },
+  { path: 'cluster.write_batch_ms', type: int(0, 1000), doc: 'Route and retained-message changes are gathered this long before one etcd transaction takes them.' },
+  { path: 'cluster.lag_warn_ms', type: int(1, 3_600_000), doc: 'A shard replica further behind its source than this is logged (`cluster.shard_lag`).' },
 ];
 
 const SPEC_BY_PATH = new Map<string, OptionSpec>(OPTIONS.map((o) => [o.path, o]));
@@ -243,11 +330,14 @@ export function describeType(t: OptionType): string {
       return 'null or a file path';
     case 'list':
       return `an array of strings, each ${t.expect}`;
+    case 'optString':
+      return t.expect;
   }
 }
 
 /** Short rendering of a bad value for an error message. */
-export function showValue(v: unknown): string {
+export function showValue(v: unknown, secret = false): string {
+  if (secret && typeof v === 'string') return `a string of ${v.length} characters`;
   if (v === undefined) return 'nothing';
   const s = typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
   return s.length > 80 ? s.slice(0, 77) + '...' : s;
@@ -260,7 +350,7 @@ export function showValue(v: unknown): string {
  */
 export function checkValue(spec: OptionSpec, v: unknown): string | null {
   const t = spec.type;
-  const bad = (): string => `expected ${describeType(t)}, got ${showValue(v)}`;
+  const bad = (): string => `expected ${describeType(t)}, got ${showValue(v, spec.secret)}`;
   switch (t.kind) {
     case 'int':
       return typeof v === 'number' && Number.isInteger(v) && v >= t.min && v <= t.max ? null : bad();
@@ -280,6 +370,8 @@ export function checkValue(spec: OptionSpec, v: unknown): string | null {
       }
       return null;
     }
+    case 'optString':
+      return v === null || (typeof v === 'string' && t.check(v)) ? null : bad();
   }
 }
 
@@ -294,6 +386,7 @@ export function fromString(spec: OptionSpec, raw: string): unknown {
     case 'bool':
       return raw === 'true' ? true : raw === 'false' ? false : raw;
     case 'file':
+    case 'optString':
       return raw === '' ? null : raw;
     case 'list':
       return raw
@@ -436,8 +529,51 @@ export function loadConfig(opts: LoadOptions): Config {
     else seen.set(n, p);
   }
 
+  checkCluster(cfg, fromOf, problems, seen);
+
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;
+}
+
+/** The cluster options that depend on each other and on the node's (docs/cluster.md). */
+function checkCluster(cfg: Config, fromOf: (p: ConfigPath) => string, problems: string[], ports: Map<number, string>): void {
+  const c = cfg.cluster;
+  if (c.role === 'none') return;
+  const role = `cluster.role = "${c.role}"${fromOf('cluster.role')}`;
+  if (c.cookie !== null && c.cookie_file !== null) problems.push('option "cluster.cookie_file": set either cluster.cookie or cluster.cookie_file, not both');
+  if (c.cookie_file !== null && checkFile(c.cookie_file) === null) {
+    const line = readFileSync(c.cookie_file, 'utf8').split(/\r?\n/)[0]?.trim() ?? '';
+    if (line.length < 8 || line.length > 1024) problems.push(`option "cluster.cookie_file": the first line of ${JSON.stringify(c.cookie_file)} must hold the cookie, 8..1024 characters (it has ${line.length})`);
+    else c.cookie = line;
+  }
+  if (c.cookie === null && c.cookie_file === null) problems.push(`option "cluster.cookie": required when ${role} (or cluster.cookie_file)`);
+  if (!/^[^@\s/]+@[^@\s/]+$/.test(cfg.node.name)) problems.push(`option "node.name": a clustered node is named NAME@HOST (no "/"), got ${JSON.stringify(cfg.node.name)}${fromOf('node.name')}`);
+  if (cfg.node.workers === 0) problems.push(`option "node.workers": a clustered node needs worker threads (at least 1), not 0${fromOf('node.workers')}`);
+  const host = c.advertise ?? cfg.node.name.slice(cfg.node.name.indexOf('@') + 1);
+  if (c.advertise === null && !hostName(host)) problems.push(`option "cluster.advertise": required when the host part of node.name (${JSON.stringify(host)}) is not an IP address or host name`);
+  if (c.port === c.forward_port) problems.push(`option "cluster.forward_port": port ${c.forward_port} is also cluster.port${fromOf('cluster.forward_port')}`);
+  for (const [p, n] of [['cluster.port', c.port], ['cluster.forward_port', c.forward_port]] as const) {
+    const other = ports.get(n);
+    if (other !== undefined) problems.push(`option ${JSON.stringify(p)}: port ${n} is also used by ${other}${fromOf(p)}`);
+  }
+  const e = c.etcd;
+  if (c.role === 'core') {
+    if (e.managed && e.endpoints.length > 0) problems.push('option "cluster.etcd.managed": a core uses either its own managed etcd member or cluster.etcd.endpoints, not both');
+    if (!e.managed && e.endpoints.length === 0) problems.push(`option "cluster.etcd.endpoints": a core needs etcd: set cluster.etcd.endpoints (--etcd URL) or cluster.etcd.managed (--etcd-managed)`);
+    if (e.managed) {
+      if (e.client_port === e.peer_port) problems.push('option "cluster.etcd.peer_port": must differ from cluster.etcd.client_port');
+      for (const [p, n] of [['cluster.etcd.client_port', e.client_port], ['cluster.etcd.peer_port', e.peer_port]] as const) {
+        const other = ports.get(n) ?? (n === c.port ? 'cluster.port' : n === c.forward_port ? 'cluster.forward_port' : undefined);
+        if (other !== undefined) problems.push(`option ${JSON.stringify(p)}: port ${n} is also used by ${other}${fromOf(p)}`);
+      }
+    }
+  } else {
+    if (e.managed || e.endpoints.length > 0) problems.push('option "cluster.etcd": a replicant holds no etcd client (it streams from cores): remove cluster.etcd.endpoints / cluster.etcd.managed, or use cluster.role = "core"');
+    if (c.discovery === 'etcd') problems.push('option "cluster.discovery": "etcd" is for cores; a replicant finds cores by "static" seeds or "dns"');
+  }
+  if (c.discovery === 'dns' && c.dns_name === null) problems.push('option "cluster.dns_name": required when cluster.discovery = "dns"');
+  const tls = cfg.listeners.tls;
+  if (c.tls && (tls.cert === null || tls.key === null || tls.ca === null)) problems.push('option "cluster.tls": true needs listeners.tls.cert, listeners.tls.key and listeners.tls.ca (peers are verified against the CA)');
 }
 
 function readConfigFile(path: string, settings: Map<string, Setting>, problems: string[]): void {
@@ -551,5 +687,7 @@ function docType(t: OptionType): string {
       return 'file path or `null`';
     case 'list':
       return `array of strings, each ${t.expect}`;
+    case 'optString':
+      return t.expect;
   }
 }

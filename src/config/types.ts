@@ -5,7 +5,8 @@
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type QueueOverflow = 'drop_new' | 'drop_oldest';
-export type SharedStrategy = 'round_robin' | 'random' | 'sticky' | 'hash_clientid' | 'hash_topic';
+/** `local`: in a cluster, members on the publisher's node first (round robin among them). */
+export type SharedStrategy = 'round_robin' | 'random' | 'sticky' | 'hash_clientid' | 'hash_topic' | 'local';
 
 export interface TlsConfig {
   /** PEM paths; MQTTS and WSS listen only when cert and key are set. */
@@ -74,6 +75,50 @@ export interface AuthConfig {
   hash_threads: number;
 }
 
+export type ClusterRole = 'none' | 'core' | 'replicant';
+
+export interface ClusterConfig {
+  /** 'none': a single node, no etcd, no peers (the default). */
+  role: ClusterRole;
+  /** Every node of one cluster has the same name; a peer with another is refused. */
+  name: string;
+  /** The shared secret of the cluster's inter-node links (HMAC challenge; never sent). */
+  cookie: string | null;
+  /** A file holding the cookie (first line), instead of `cookie`. */
+  cookie_file: string | null;
+  /** RLOG and metadata requests. */
+  port: number;
+  /** Forwarded messages. */
+  forward_port: number;
+  /** Host or IP that peers use to reach this node; null = the host part of node.name. */
+  advertise: string | null;
+  /** host:port of cores' cluster ports (replicants; a managed core joining a cluster). */
+  seeds: string[];
+  discovery: 'static' | 'dns' | 'etcd';
+  /** DNS name whose A or SRV records list the cores (discovery "dns"). */
+  dns_name: string | null;
+  dns_refresh_ms: number;
+  etcd: {
+    /** Client URLs of an etcd that the user runs. */
+    endpoints: string[];
+    /** Start, supervise and stop a local etcd member. */
+    managed: boolean;
+    client_port: number;
+    peer_port: number;
+    binary: string;
+  };
+  /** TTL of the node's etcd lease: a node silent this long is stopped, its entries gone. */
+  lease_ttl_s: number;
+  /** Inter-node links over TLS with listeners.tls (cert, key, ca). */
+  tls: boolean;
+  /** Bytes waiting for one peer (per worker) before publishers pause. */
+  forward_max_bytes: number;
+  /** Route and retained writes are batched this long (ms) before going to etcd. */
+  write_batch_ms: number;
+  /** A shard lagging more than this (ms) behind its source is logged. */
+  lag_warn_ms: number;
+}
+
 export interface Config {
   node: {
     name: string;
@@ -89,4 +134,5 @@ export interface Config {
   listeners: ListenersConfig;
   mqtt: MqttConfig;
   auth: AuthConfig;
+  cluster: ClusterConfig;
 }

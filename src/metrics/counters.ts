@@ -36,6 +36,10 @@ export const COUNTER_NAMES = [
   'forwardPaused', // a full ring paused a publisher's socket
   'droppedRingFull', // QoS 0 dropped because a ring to another worker was full
   'sessionsLostOnRestart', // sessions held by a worker that died (counted by the supervisor)
+  // Cluster (zero on a single node).
+  'forwardedRemote', // messages sent to other nodes (once per node)
+  'forwardedInRemote', // messages other nodes sent here
+  'forwardDroppedRemote', // QoS 0 to another node dropped (unreachable, full), or to a node not (yet) a peer
   // Gauges.
   'connectionsOpen', // accepted sockets not yet closed
   'connected', // past CONNACK
@@ -54,7 +58,7 @@ export const COUNTERS_BYTES = COUNTER_SLOTS * 8;
 export const FIRST_GAUGE = COUNTER_NAMES.indexOf('connectionsOpen');
 
 const DROPPED: readonly CounterName[] = [
-  'droppedQueueFull', 'droppedExpired', 'droppedTooLarge', 'droppedWriteBuffer', 'droppedQos0Offline', 'droppedRingFull',
+  'droppedQueueFull', 'droppedExpired', 'droppedTooLarge', 'droppedWriteBuffer', 'droppedQos0Offline', 'droppedRingFull', 'forwardDroppedRemote',
 ];
 
 // Class + interface merge: one typed field per name, backed by the accessors below.

@@ -21,7 +21,7 @@ export type AcceptPath = 'single' | 'reuseport' | 'shared-fd';
 /** A worker's share of the node's listeners: the accept path, and the fds of 'shared-fd'. */
 export interface SharedAccept {
   path: 'reuseport' | 'shared-fd';
-  fds: Partial<Record<'mqtt' | 'mqtts', number>>;
+  fds: Partial<Record<'mqtt' | 'mqtts' | 'forward', number>>;
 }
 
 export async function startMqttListeners(

@@ -10,6 +10,8 @@ import { startWorkerPool, type WorkerPool } from '../workers/supervisor.js';
 import type { Listener } from '../transport/types.js';
 import { VERSION } from '../broker/sys.js';
 import { inlineProbe, type NodeProbe } from './probe.js';
+import { startClusterEtcd, type ClusterEtcd } from './cluster-etcd.js';
+import type { HttpRoute } from '../mgmt/http.js';
 
 export interface RunningNode {
   /** State for the API and tests (the engines may run on other threads). */
@@ -42,9 +44,13 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   let onFatal: ((reason: string) => void) | null = null;
   // HTTP first, so that a load balancer sees 503 while the workers come up.
   const http = await startNodeHttp(cfg, log, uws, startedAt, () => status, () => pool && { probe: pool.probe, stats: () => pool!.stats() },
-    () => pool?.accept ?? null);
+    () => pool?.accept ?? null, () => pool);
+  let etcd: ClusterEtcd = { endpoints: [], member: null };
   try {
+    // A core's etcd first (its own managed member, or the endpoints given).
+    etcd = await startClusterEtcd(cfg, log);
     pool = await startWorkerPool(cfg, log, {
+      etcdEndpoints: etcd.endpoints,
       onFatal(reason) {
         if (fatal !== null) return;
         fatal = reason;
@@ -53,6 +59,7 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
       },
     });
   } catch (e) {
+    await etcd.member?.stop().catch(() => undefined);
     await http.close().catch(() => undefined);
     throw e;
   }
@@ -74,12 +81,18 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
       onFatal = fn;
       if (fatal !== null) fn(fatal);
     },
-    abort: () => p.abort(),
+    abort: async () => {
+      await p.abort();
+      etcd.member?.killNow();
+    },
     stop(reason: string): Promise<void> {
       stopped ??= (async () => {
         status = 'stopping';
         log.info('node.stopping', { reason, connections: p.probe.connectionCount() });
         await p.stop(cfg.node.shutdown_timeout_ms);
+        // The managed etcd member last: the node's lease was revoked through it.
+        // etcd is crash-safe; a last member whose peers are gone takes ~5 s to give up leadership.
+        await etcd.member?.stop(2000).catch((e: unknown) => log.error('cluster.etcd_stop_failed', { error: e }));
         await http.close().catch(() => undefined);
         log.info('node.stopped', { reason });
       })();
@@ -97,25 +110,29 @@ function startNodeHttp(
   cfg: Config, log: Logger, uws: Uws, startedAt: number, status: () => Status,
   engines: () => { probe: NodeProbe; stats(): unknown } | null,
   accept: () => AcceptPath | null,
+  pool: () => WorkerPool | null = () => null,
 ): Promise<Listener> {
   const l = cfg.listeners;
   const notYet = () => ({ status: 503, body: { status: status() } });
+  const clustered = cfg.cluster.role !== 'none';
   return startHttp({
     uws, bind: l.bind, port: l.http_port, log,
     routes: [
       {
         method: 'get', path: '/status',
-        handler: () => ({
-          status: status() === 'running' ? 200 : 503,
-          body: {
+        handler: async () => {
+          const body: Record<string, unknown> = {
             node: cfg.node.name, status: status(), version: VERSION,
             uptime_s: Math.floor((Date.now() - startedAt) / 1000),
             connections: engines()?.probe.counters.connected ?? 0,
             workers: cfg.node.workers,
             accept: accept(),
-          },
-        }),
+          };
+          if (clustered) body['cluster'] = await clusterSummary(pool());
+          return { status: status() === 'running' ? 200 : 503, body };
+        },
       },
+      ...clusterRoutes(cfg, pool, startedAt),
       {
         method: 'get', path: '/api/v1/stats',
         handler: async () => {
@@ -186,4 +203,74 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
       return stopped;
     },
   };
+}
+
+/** /status's cluster part: role, etcd (cores) or core (replicants), shard lag; never waits long. */
+async function clusterSummary(pool: WorkerPool | null): Promise<unknown> {
+  if (!pool) return { state: 'starting' };
+  const st = (await pool.cluster({ type: 'clusterStats' }, 500)) as Record<string, unknown> | null;
+  if (!st) return { state: 'unknown', detail: 'the replication thread did not answer' };
+  const { role, status, etcd, core, replicants, pending_writes, shards } = st;
+  return { role, state: status, etcd, core, replicants, pending_writes, shards };
+}
+
+/** The cluster's API: GET /api/v1/cluster; POST /api/v1/cluster/join|leave|force-leave. */
+function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: number): HttpRoute[] {
+  const single = () => ({
+    status: 200,
+    body: { nodes: [{ name: cfg.node.name, role: 'single', status: 'running', uptime_s: Math.floor((Date.now() - startedAt) / 1000), core: null, shards: [] }] },
+  });
+  const notClustered = { status: 409, body: { error: 'this node is not in a cluster (started without --role)' } };
+  const ask = async (q: Parameters<WorkerPool['cluster']>[0], timeoutMs = 30_000) => {
+    const p = pool();
+    if (!p) return { status: 503, body: { error: 'starting' } };
+    const r = (await p.cluster(q, timeoutMs)) as { ok?: boolean; status?: number; message?: string; error?: string } | null;
+    if (r === null) return { status: 504, body: { error: 'the replication thread did not answer in time' } };
+    if (r.error !== undefined) return { status: 500, body: { error: r.error } };
+    return { status: r.status ?? 200, body: r };
+  };
+  /** The JSON body's string field `name`, or a 400 naming it. */
+  const field = (body: Buffer | null, name: string): string | { status: number; body: unknown } => {
+    let v: unknown;
+    try {
+      v = body ? (JSON.parse(body.toString('utf8')) as Record<string, unknown>)[name] : undefined;
+    } catch {
+      return { status: 400, body: { error: 'the body is not valid JSON', field: name } };
+    }
+    if (typeof v !== 'string' || v.length === 0) return { status: 400, body: { error: `field "${name}": expected a non-empty string`, field: name } };
+    return v;
+  };
+  const clustered = cfg.cluster.role !== 'none';
+  return [
+    {
+      method: 'get', path: '/api/v1/cluster',
+      handler: async () => {
+        if (!clustered) return single();
+        const p = pool();
+        if (!p) return { status: 503, body: { error: 'starting' } };
+        const v = await p.cluster({ type: 'clusterView' }, 5000);
+        return v === null ? { status: 504, body: { error: 'the replication thread did not answer in time' } } : { status: 200, body: v };
+      },
+    },
+    {
+      method: 'post', path: '/api/v1/cluster/join',
+      handler: async (req) => {
+        if (!clustered) return notClustered;
+        const target = field(req.body, 'node');
+        return typeof target === 'string' ? ask({ type: 'join', target }) : target;
+      },
+    },
+    {
+      method: 'post', path: '/api/v1/cluster/leave',
+      handler: async () => (clustered ? ask({ type: 'leave' }) : notClustered),
+    },
+    {
+      method: 'post', path: '/api/v1/cluster/force-leave',
+      handler: async (req) => {
+        if (!clustered) return notClustered;
+        const node = field(req.body, 'node');
+        return typeof node === 'string' ? ask({ type: 'forceLeave', node }) : node;
+      },
+    },
+  ];
 }

@@ -12,7 +12,14 @@ import { encodeRouteOp, type RouteOp } from '../shm/route-op.js';
 import { keepAliveTimer, waitAsync } from '../shm/wait.js';
 import { TrieReader, type TrieBuffers } from '../trie/index.js';
 import { decodeRecord, RecordEncoder } from './message-record.js';
-import { C_APPLIED, C_OPEN_CONNECTIONS, CONTROL_WORDS, findGroupEntry, type SharedPlan } from './plan.js';
+import { C_APPLIED, C_CLUSTER, C_COMMITTED, C_OPEN_CONNECTIONS, CONTROL_WORDS, findGroupEntry, type SharedPlan } from './plan.js';
+import type { ClaimReply } from './supervisor.js';
+import type { Message as Msg } from '../broker/message.js';
+import type { RouteGroupMatch } from '../broker/router.js';
+import { forEachSlot, groupRemoteSet, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
+import type { Forwarder } from '../cluster/forwarder.js';
+
+const NO_SLOTS: readonly number[] = [];
 
 
 
@@ -26,8 +33,10 @@ export interface FabricOptions {
   broker: Broker;
   log: Logger;
   /** Round trip to the supervisor (session registry). */
-  ask: (msg: { type: 'claim'; clientId: string; cleanStart: boolean }) => Promise<SessionTransfer | null>;
+  ask: (msg: { type: 'claim'; clientId: string; cleanStart: boolean; persistent: boolean }) => Promise<ClaimReply>;
   tell: (msg: { type: 'unclaim'; clientId: string }) => void;
+  /** Cluster: the forward channel of this worker, and the port to the replication thread. */
+  cluster?: { forwarder: Forwarder; toAgent: (m: { type: 'retain'; msg: Msg; seq: number }) => void };
 }
 
 /** Messages waiting for room in one ring (full ring): whole records, in order. */
@@ -57,6 +66,10 @@ export class Fabric implements Router {
   private blockedRings = 0;
   private unblockWaiters: (() => void)[] = [];
   private readonly onRecord: (data: Buffer, start: number, length: number) => void;
+  readonly clustered: boolean;
+  private readonly nodeSets: Int32Array;
+  private readonly groupRemote: Int32Array;
+  private readonly acc = new Int32Array(SET_WORDS);
 
   constructor(private readonly o: FabricOptions) {
     const { id, plan } = o;
@@ -65,6 +78,9 @@ export class Fabric implements Router {
     this.ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
     this.seq64 = new BigInt64Array(plan.control, CONTROL_WORDS * 4, 1);
     this.weights = new Int32Array(plan.groupWeights);
+    this.clustered = Atomics.load(this.ctl, C_CLUSTER) === 1 && o.cluster !== undefined;
+    this.nodeSets = new Int32Array(plan.nodeSets);
+    this.groupRemote = new Int32Array(plan.groupRemote);
     this.reader = new TrieReader(o.trie);
     this.counters = o.broker.counters;
     this.out = plan.rings[id]!.map((sab) => (sab ? new RingProducer(sab) : null));
@@ -163,13 +179,18 @@ export class Fabric implements Router {
     return this.waitApplied(target).then(() => this.drainInbound());
   }
 
+  /** The word to wait on: applied to the trie, or (cluster) committed in etcd, which comes after. */
+  private get syncWord(): number {
+    return (this.clustered ? C_COMMITTED : C_APPLIED) + this.workerId;
+  }
+
   private appliedReached(target: number): boolean {
     // Sequence numbers wrap at 2^32: compare by signed distance.
-    return ((Atomics.load(this.ctl, C_APPLIED + this.workerId) - target) | 0) >= 0;
+    return ((Atomics.load(this.ctl, this.syncWord) - target) | 0) >= 0;
   }
 
   private async waitApplied(target: number): Promise<void> {
-    const i = C_APPLIED + this.workerId;
+    const i = this.syncWord;
     // A timer keeps the event loop alive while we wait (waitAsync alone does not).
     const keep = keepAliveTimer();
     const giveUp = Date.now() + APPLY_TIMEOUT_MS;
@@ -270,23 +291,64 @@ export class Fabric implements Router {
   }
 
   get blocked(): boolean {
-    return this.blockedRings > 0;
+    return this.blockedRings > 0 || (this.o.cluster?.forwarder.blocked ?? false);
   }
 
   whenUnblocked(resume: () => void): void {
-    if (this.blockedRings === 0) resume();
-    else this.unblockWaiters.push(resume);
+    const f = this.o.cluster?.forwarder;
+    const ringsThen = (): void => {
+      if (this.blockedRings === 0) resume();
+      else this.unblockWaiters.push(resume);
+    };
+    if (f) f.whenUnblocked(ringsThen);
+    else ringsThen();
+  }
+
+  // ---- cluster -------------------------------------------------------------------------
+
+  private slotsOf(): readonly number[] {
+    const out: number[] = [];
+    forEachSlot(this.acc, (s) => out.push(s));
+    return out;
+  }
+
+  remoteSlots(match: RouteMatch): readonly number[] {
+    if (match.routes.length === 0) return NO_SLOTS;
+    this.acc.fill(0);
+    for (const id of match.routes) orNodeSet(this.nodeSets, id, this.acc);
+    return this.slotsOf();
+  }
+
+  groupRemoteSlots(g: RouteGroupMatch): readonly number[] {
+    if (g.route === 0) return NO_SLOTS;
+    const id = groupRemoteSet(this.groupRemote, g.route, g.group);
+    if (id === 0) return NO_SLOTS;
+    this.acc.fill(0);
+    orNodeSet(this.nodeSets, id, this.acc);
+    return this.slotsOf();
+  }
+
+  forwardRemote(slot: number, m: Msg, nonShared: boolean, groups: readonly GroupRef[] | null): Promise<void> | null {
+    return this.o.cluster!.forwarder.send(slot, m, nonShared, groups);
+  }
+
+  retainedSet(m: Msg, seq: number): void {
+    this.o.cluster?.toAgent({ type: 'retain', msg: m, seq });
   }
 
   // ---- sessions ------------------------------------------------------------------------
 
-  claim(clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> | null {
-    if (this.o.plan.workers === 1) return null;
-    return this.o.ask({ type: 'claim', clientId, cleanStart });
+  claim(clientId: string, cleanStart: boolean, persistent: boolean): Promise<SessionTransfer | null> | null {
+    if (this.o.plan.workers === 1 && !this.clustered) return null;
+    return this.o.ask({ type: 'claim', clientId, cleanStart, persistent }).then((r) => {
+      // Another node owned it: take it over from there (it ends its connection, 0x8E).
+      if (r.remote !== null && this.o.cluster) return this.o.cluster.forwarder.takeover(r.remote, clientId, cleanStart);
+      return r.transfer;
+    });
   }
 
   released(clientId: string): void {
-    if (this.o.plan.workers > 1) this.o.tell({ type: 'unclaim', clientId });
+    if (this.o.plan.workers > 1 || this.clustered) this.o.tell({ type: 'unclaim', clientId });
   }
 }
 

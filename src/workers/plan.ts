@@ -3,11 +3,17 @@
 // copied). Restarted workers attach to the same memory.
 import { COUNTERS_BYTES } from '../metrics/counters.js';
 import { createRing } from '../shm/layout.js';
+import { groupRemoteBytes, nodeSetsBytes } from '../cluster/node-sets.js';
+import { DedupeTable } from '../cluster/wire/dedupe.js';
 
 /** Int32 words of the control block. */
 export const C_OPEN_CONNECTIONS = 0; // node-wide, for node.max_connections
+/** 1 when the node is in a cluster (core or replicant). */
+export const C_CLUSTER = 1;
 export const C_APPLIED = 16; // + worker: last route-op seq the writer applied for it
-export const CONTROL_WORDS = 16 + 32;
+/** + worker: last route-op seq whose route is in the cluster (etcd, through a core). */
+export const C_COMMITTED = 48;
+export const CONTROL_WORDS = 48 + 32;
 /** BigInt64 slot (byte offset CONTROL_WORDS * 4): node-wide retained-update sequence. */
 export const CONTROL_BYTES = CONTROL_WORDS * 4 + 8;
 
@@ -22,6 +28,12 @@ export interface SharedPlan {
   readonly control: SharedArrayBuffer;
   /** Online shared-group members per worker (see findGroupEntry). */
   readonly groupWeights: SharedArrayBuffer;
+  /** Cluster: sets of remote nodes (src/cluster/node-sets.ts); empty when not clustered. */
+  readonly nodeSets: SharedArrayBuffer;
+  /** Cluster: remote node set of each shared group. */
+  readonly groupRemote: SharedArrayBuffer;
+  /** Cluster: forward senders' delivered sequence numbers (src/cluster/wire/dedupe.ts). */
+  readonly dedupe: SharedArrayBuffer;
 }
 
 function pow2AtLeast(n: number): number {
@@ -38,7 +50,7 @@ export function messageRingBytes(maxPacketSize: number): number {
   return Math.min(2 ** 30, pow2AtLeast(Math.max(1 << 20, 2 * (maxPacketSize + 64 * 1024))));
 }
 
-export function createPlan(workers: number, maxPacketSize: number): SharedPlan {
+export function createPlan(workers: number, maxPacketSize: number, clustered = false): SharedPlan {
   const ringBytes = messageRingBytes(maxPacketSize);
   const rings: (SharedArrayBuffer | null)[][] = [];
   for (let a = 0; a < workers; a++) {
@@ -53,6 +65,9 @@ export function createPlan(workers: number, maxPacketSize: number): SharedPlan {
     routeRings: Array.from({ length: workers }, () => createRing(256 * 1024)),
     control: new SharedArrayBuffer(CONTROL_BYTES),
     groupWeights: new SharedArrayBuffer(groupWeightsBytes()),
+    nodeSets: new SharedArrayBuffer(clustered ? nodeSetsBytes() : 4),
+    groupRemote: new SharedArrayBuffer(clustered ? groupRemoteBytes() : 4),
+    dedupe: new SharedArrayBuffer(clustered ? DedupeTable.bytes(4096) : 16),
   };
 }
 

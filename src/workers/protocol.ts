@@ -1,5 +1,6 @@
 // Messages between the supervisor (main thread) and a connection worker (postMessage; not
 // on the publish path: start-up, shutdown, session registry, probes, logs).
+import type { MessagePort } from 'node:worker_threads';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Message } from '../broker/message.js';
 import type { Config } from '../config/types.js';
@@ -16,6 +17,8 @@ export interface WorkerData {
   retained: [Message, number][];
   /** How this worker listens on the node's TCP / TLS ports. */
   accept: SharedAccept;
+  /** Cluster: the port to the replication thread (src/cluster/agent.ts AgentToWorker). */
+  agentPort: MessagePort | null;
   /** Accept {type:'fault'} (tests of the supervisor). */
   faultInjection: boolean;
 }
@@ -25,17 +28,24 @@ export type ToWorker =
   | { type: 'probe'; reqId: number; query: ProbeQuery }
   | { type: 'release'; reqId: number; clientId: string; cleanStart: boolean }
   | { type: 'retainedSnapshot'; reqId: number }
-  | { type: 'reply'; reqId: number; value: SessionTransfer | null }
+  | { type: 'reply'; reqId: number; value: unknown }
   /** Tests of the supervisor and of full rings: throw, exit, or block the thread for `ms`. */
   | { type: 'fault'; how: 'throw' | 'exit' | 'stall'; ms?: number }
   /** Forced exit of the process: close uWS sockets and end now. */
   | { type: 'abort' };
+
+/** Worker → supervisor requests (answered by a reply with the same reqId). */
+export type FromWorkerRequest =
+  | { type: 'claim'; clientId: string; cleanStart: boolean; persistent: boolean }
+  | { type: 'remoteRelease'; clientId: string; cleanStart: boolean };
 
 export type FromWorker =
   | { type: 'ready'; slot: number }
   | { type: 'failed'; message: string; code: string | undefined }
   | { type: 'log'; line: string }
   | { type: 'reply'; reqId: number; value: unknown }
-  | { type: 'claim'; reqId: number; clientId: string; cleanStart: boolean }
+  | { type: 'claim'; reqId: number; clientId: string; cleanStart: boolean; persistent: boolean }
+  /** Cluster: another node takes this client id over (its request came over the forward channel). */
+  | { type: 'remoteRelease'; reqId: number; clientId: string; cleanStart: boolean }
   | { type: 'unclaim'; clientId: string }
   | { type: 'stopped' };

@@ -1,7 +1,7 @@
 // The main thread of a worker-threaded node: starts the trie writer and the connection
 // workers, restarts a worker that dies, keeps the session registry (client id → worker),
 // answers probes by asking the workers, serves HTTP (docs/workers.md).
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Message } from '../broker/message.js';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Config } from '../config/types.js';
@@ -13,7 +13,7 @@ import { probeExclusive, reusePortAvailability } from '../transport/reuseport.js
 import { bindSharedSocket, type SharedSocket } from '../transport/shared-socket.js';
 import { C_OPEN_CONNECTIONS, CONTROL_WORDS, createPlan, type SharedPlan } from './plan.js';
 import type { FromWorker, ToWorker, WorkerData } from './protocol.js';
-import type { FromReplicator, ToReplicator } from './replicator.js';
+import type { FromReplicator, ReplicatorData, ToReplicator } from './replicator.js';
 
 type SlotState = 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped';
 
@@ -58,7 +58,17 @@ export interface WorkerPool {
   stop(timeoutMs: number): Promise<void>;
   /** Ends every worker at once (each closes its uWS sockets first); bounded by 1 s. */
   abort(): Promise<void>;
+  /** Cluster: asks the replication thread (null when it does not answer within `timeoutMs`). */
+  cluster(q: ClusterQuery, timeoutMs?: number): Promise<unknown>;
 }
+
+export type ClusterQuery =
+  | { type: 'clusterStatus' }
+  | { type: 'clusterView' }
+  | { type: 'clusterStats' }
+  | { type: 'join'; target: string }
+  | { type: 'leave' }
+  | { type: 'forceLeave'; node: string };
 
 const WORKER_URL = new URL('./worker-main.js', import.meta.url);
 const REPLICATOR_URL = new URL('./replicator.js', import.meta.url);
@@ -69,6 +79,15 @@ export interface WorkerPoolOptions {
    * the caller stops the node and exits 1.
    */
   onFatal(reason: string): void;
+  /** A clustered node: the etcd client URLs of a core (empty for a replicant). */
+  etcdEndpoints?: string[];
+}
+
+/** A claim's answer to the worker: a session moved from another worker, or the node that owned it. */
+export interface ClaimReply {
+  transfer: SessionTransfer | null;
+  /** Another node owned the session: the worker takes it over from there (forward channel). */
+  remote: string | null;
 }
 
 export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPoolOptions): Promise<WorkerPool> {
@@ -76,8 +95,10 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   // Every worker listens with SO_REUSEPORT / a shared uWS port; first make sure nobody else
   // holds a port, so a second node on the same port fails instead of sharing it.
   for (const { name, port } of mqttPorts(cfg)) await probeExclusive(name, cfg.listeners.bind, port);
+  if (cfg.cluster.role !== 'none') await probeExclusive('forward', cfg.listeners.bind, cfg.cluster.forward_port);
   const accept = await chooseAccept(cfg, log);
-  const plan = createPlan(n, cfg.mqtt.max_packet_size);
+  const clustered = cfg.cluster.role !== 'none';
+  const plan = createPlan(n, cfg.mqtt.max_packet_size, clustered);
   const counters = plan.counters.map((sab) => new Counters(sab));
   const ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
   const faultInjection = process.env['FLEETMQ_FAULT_INJECTION'] === '1';
@@ -86,17 +107,27 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   let nextReq = 1;
 
   // ---- the trie writer ------------------------------------------------------------
-  const rep = new Worker(REPLICATOR_URL, { workerData: { plan }, name: 'fleetmq-replicator' });
+  const repData: ReplicatorData = { plan, cluster: clustered ? { cfg, etcdEndpoints: opts.etcdEndpoints ?? [] } : null };
+  const rep = new Worker(REPLICATOR_URL, { workerData: repData, name: 'fleetmq-replicator' });
   const repPending = new Map<number, (v: unknown) => void>();
+  let repReady = false;
   const trie = await new Promise<{ heap: SharedArrayBuffer }>((resolve, reject) => {
     rep.once('error', reject);
+    rep.once('exit', (code) => reject(new Error(`the replication thread exited (code ${code}) while starting`)));
     rep.on('message', (m: FromReplicator) => {
-      if (m.type === 'ready') resolve(m.trie);
-      else if (m.type === 'reply') {
+      if (m.type === 'ready') {
+        repReady = true;
+        resolve(m.trie);
+      } else if (m.type === 'reply') {
         repPending.get(m.reqId)?.(m.value);
         repPending.delete(m.reqId);
-      } else log.error('replicator.error', { error: m.error });
+      } else if (m.type === 'log') log.raw(m.line);
+      else if (!repReady) reject(Object.assign(new Error(m.error), { code: m.code }));
+      else log.error('replicator.error', { error: m.error });
     });
+  }).catch(async (e: unknown) => {
+    await rep.terminate();
+    throw e;
   });
   rep.on('error', (e) => log.error('replicator.crashed', { error: e }));
   // Not restarted (its trie would have to be rebuilt from every worker's routes): workers
@@ -128,22 +159,63 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     });
   };
 
-  const claim = (s: Slot, reqId: number, clientId: string, cleanStart: boolean): void => {
+  /** Cluster: the epoch (etcd revision) of each client id this node owns. */
+  const epochs = new Map<string, number>();
+  /** Runs `f` after every earlier claim or release of `clientId`. */
+  const chained = (clientId: string, f: () => Promise<void>): void => {
     const prev = claimChain.get(clientId) ?? Promise.resolve();
-    const run = prev.then(async () => {
-      const owner = registry.get(clientId);
-      registry.set(clientId, s.id);
-      let moved: SessionTransfer | null = null;
-      const o = owner === undefined ? undefined : slots[owner];
-      if (o && o !== s && o.state === 'running') {
-        moved = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
-      }
-      post(s, { type: 'reply', reqId, value: moved });
-    });
-    const done = run.catch((e: unknown) => log.error('registry.claim_failed', { client: clientId, error: e }));
+    const done = prev.then(f).catch((e: unknown) => log.error('registry.claim_failed', { client: clientId, error: e }));
     claimChain.set(clientId, done);
     void done.then(() => {
       if (claimChain.get(clientId) === done) claimChain.delete(clientId);
+    });
+  };
+
+  const claim = (s: Slot, reqId: number, clientId: string, cleanStart: boolean, persistent: boolean): void => {
+    chained(clientId, async () => {
+      let remote: string | null = null;
+      if (clustered) {
+        // Ownership of the client id is decided in etcd first: two nodes never both own it.
+        const r = (await askRep({ type: 'claim', reqId: nextReq++, clientId, persistent })) as
+          { epoch: number; prev: { node: string } | null; error?: string } | null;
+        if (r && r.error === undefined) {
+          epochs.set(clientId, r.epoch);
+          if (r.prev && r.prev.node !== cfg.node.name) remote = r.prev.node;
+        } else log.error('cluster.claim_failed', { client: clientId, error: r?.error ?? 'no answer' });
+      }
+      const owner = registry.get(clientId);
+      registry.set(clientId, s.id);
+      let transfer: SessionTransfer | null = null;
+      const o = owner === undefined ? undefined : slots[owner];
+      if (o && o !== s && o.state === 'running') {
+        transfer = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
+      }
+      post(s, { type: 'reply', reqId, value: { transfer, remote } satisfies ClaimReply });
+    });
+  };
+
+  /** Another node took `clientId` over: the worker holding it hands it over (or ends it). */
+  const remoteRelease = (s: Slot, reqId: number, clientId: string, cleanStart: boolean): void => {
+    chained(clientId, async () => {
+      const owner = registry.get(clientId);
+      const o = owner === undefined ? undefined : slots[owner];
+      let transfer: SessionTransfer | null = null;
+      if (o && o.state === 'running') transfer = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
+      // Ownership moved in etcd already: nothing to release there.
+      registry.delete(clientId);
+      epochs.delete(clientId);
+      post(s, { type: 'reply', reqId, value: transfer });
+    });
+  };
+
+  const unclaim = (s: Slot, clientId: string): void => {
+    chained(clientId, async () => {
+      if (registry.get(clientId) !== s.id) return;
+      registry.delete(clientId);
+      const epoch = epochs.get(clientId);
+      epochs.delete(clientId);
+      // Only if nobody claimed it since (the release compares the epoch).
+      if (clustered && epoch !== undefined) rep.postMessage({ type: 'release', clientId, epoch } satisfies ToReplicator);
     });
   };
 
@@ -156,18 +228,24 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         f?.(m.value);
         return;
       }
-      case 'claim': return claim(s, m.reqId, m.clientId, m.cleanStart);
-      case 'unclaim':
-        if (registry.get(m.clientId) === s.id) registry.delete(m.clientId);
-        return;
+      case 'claim': return claim(s, m.reqId, m.clientId, m.cleanStart, m.persistent);
+      case 'remoteRelease': return remoteRelease(s, m.reqId, m.clientId, m.cleanStart);
+      case 'unclaim': return unclaim(s, m.clientId);
       default:
         return; // ready / failed / stopped: handled by spawn() and stop()
     }
   };
 
   const spawn = (s: Slot, retained: [Message, number][]): Promise<void> => {
-    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection };
-    const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}` });
+    // Cluster: a port to the replication thread (peers, retained messages from the cluster).
+    let agentPort: MessagePort | null = null;
+    if (clustered) {
+      const ch = new MessageChannel();
+      rep.postMessage({ type: 'workerPort', worker: s.id, port: ch.port1 } satisfies ToReplicator, [ch.port1]);
+      agentPort = ch.port2;
+    }
+    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection, agentPort };
+    const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}`, transferList: agentPort ? [agentPort] : [] });
     s.worker = w;
     w.on('error', (e) => log.error('worker.error', { worker: s.id, error: e }));
     w.on('exit', (code) => void onExit(s, w, code));
@@ -339,6 +417,12 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       });
     },
     stop: stopAll,
+    cluster(q, timeoutMs = 5000) {
+      return Promise.race([
+        askRep({ ...q, reqId: nextReq++ } as ToReplicator & { reqId: number }),
+        new Promise((r) => setTimeout(() => r(null), timeoutMs).unref()),
+      ]);
+    },
     async abort() {
       stopping = true;
       const exits = slots.map((s) => {
@@ -361,7 +445,9 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
  * SO_REUSEPORT itself).
  */
 async function chooseAccept(cfg: Config, log: Logger): Promise<SharedAccept> {
-  const net = mqttPorts(cfg).filter((x): x is { name: 'mqtt' | 'mqtts'; port: number } => x.name === 'mqtt' || x.name === 'mqtts');
+  const net: { name: 'mqtt' | 'mqtts' | 'forward'; port: number }[] = mqttPorts(cfg).filter((x): x is { name: 'mqtt' | 'mqtts'; port: number } => x.name === 'mqtt' || x.name === 'mqtts');
+  // The forward port of a clustered node is shared by the workers the same way.
+  if (cfg.cluster.role !== 'none') net.push({ name: 'forward', port: cfg.cluster.forward_port });
   if (net.length === 0) return { path: 'reuseport', fds: {} };
   const avail = reusePortAvailability();
   if (avail.ok) return { path: 'reuseport', fds: {} };

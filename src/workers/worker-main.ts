@@ -12,7 +12,13 @@ import { answerProbe } from '../runtime/probe.js';
 import { loadUws } from '../transport/uws.js';
 import type { Listener } from '../transport/types.js';
 import { Fabric } from './fabric.js';
-import type { FromWorker, ToWorker, WorkerData } from './protocol.js';
+import type { FromWorker, FromWorkerRequest, ToWorker, WorkerData } from './protocol.js';
+import type { ClaimReply } from './supervisor.js';
+import type { AgentToWorker } from '../cluster/agent.js';
+import { Forwarder } from '../cluster/forwarder.js';
+import type { WorkerToAgent } from './replicator.js';
+import { listenNetServer } from '../transport/tcp.js';
+import { randomBytes } from 'node:crypto';
 
 const port = parentPort!;
 const data = workerData as WorkerData;
@@ -51,16 +57,35 @@ async function main(): Promise<void> {
   // $SYS is published once per node, by worker 0, with node-wide figures.
   broker.sysEnabled = id === 0;
   broker.nodeCounters = plan.counters.map((sab) => new Counters(sab));
-  const pending = new Map<number, (v: SessionTransfer | null) => void>();
+  const pending = new Map<number, (v: unknown) => void>();
   let nextReq = 1;
+  const askMain = <T>(m: FromWorkerRequest): Promise<T> => new Promise((resolve) => {
+    const reqId = nextReq++;
+    pending.set(reqId, resolve as (v: unknown) => void);
+    send({ ...m, reqId } as FromWorker);
+  });
+  // Cluster: the forward channel (its own incarnation: a restarted worker numbers its
+  // messages from 1 again, under a new key at the receivers).
+  let forwarder: Forwarder | null = null;
+  const agentPort = data.agentPort;
+  if (agentPort) {
+    const fwdInc = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+    forwarder = new Forwarder({
+      cfg, worker: id, incarnation: () => fwdInc, dedupe: plan.dedupe, log,
+      deliver: (m, nonShared, groups) => broker.receiveRemote(m, nonShared, groups),
+      release: (clientId, cleanStart) => askMain<SessionTransfer | null>({ type: 'remoteRelease', clientId, cleanStart }),
+      counters: broker.counters,
+    });
+    agentPort.on('message', (m: AgentToWorker) => {
+      if (m.type === 'peers') forwarder!.setPeers(m.peers);
+      else if (m.type === 'retained' && broker.retained.set(reviveMessage(m.msg), m.seq)) broker.counters.retainedStored = broker.retained.size;
+    });
+  }
   const fabric = new Fabric({
     id, plan, trie: data.trie, broker, log,
-    ask: (m) => new Promise((resolve) => {
-      const reqId = nextReq++;
-      pending.set(reqId, resolve);
-      send({ ...m, reqId });
-    }),
+    ask: (m) => askMain<ClaimReply>(m),
     tell: (m) => send(m),
+    ...(forwarder && agentPort ? { cluster: { forwarder, toAgent: (m: WorkerToAgent) => agentPort.postMessage(m) } } : {}),
   });
   broker.router = fabric;
   broker.gate = fabric.gate();
@@ -108,6 +133,8 @@ async function main(): Promise<void> {
           closeUwsNow();
           for (const l of listeners.splice(0).reverse()) await l.close().catch(() => undefined);
           await fabric.stop();
+          await forwarder?.close();
+          agentPort?.close();
           await auth.close();
           send({ type: 'stopped' });
           port.close();
@@ -118,6 +145,13 @@ async function main(): Promise<void> {
 
   try {
     listeners = await startMqttListeners(cfg, log, uws, broker, data.accept);
+    if (forwarder) {
+      const fd = data.accept.fds.forward;
+      listeners.push(await listenNetServer(forwarder.serverOf(), {
+        name: 'forward', bind: cfg.listeners.bind, port: cfg.cluster.forward_port, log,
+        ...(data.accept.path === 'shared-fd' && fd !== undefined ? { fd } : { reusePort: true }),
+      }));
+    }
   } catch (e) {
     const err = e as Error & { code?: string };
     send({ type: 'failed', message: err.message, code: err.code });

@@ -99,7 +99,7 @@ export async function handleConnect(c: ClientConnection, p: IConnectPacket): Pro
 
   // Worker-threaded node: the session may live on another worker (takeover moves it here),
   // and its subscriptions must be routed to this worker before the client is told it is back.
-  const claim = b.router?.claim(clientId, p.clean !== false) ?? null;
+  const claim = b.router?.claim(clientId, p.clean !== false, expiry > 0) ?? null;
   if (claim !== null) {
     b.claiming.set(clientId, c);
     const moved = await claim;

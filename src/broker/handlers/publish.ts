@@ -42,6 +42,7 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   }
 
   let code = 0;
+  let remote: Promise<void> | null = null;
   if (!b.auth.canPublish({ clientId: c.clientId, username: c.username }, topic)) {
     b.counters.aclDeniedPublish++;
     code = 0x87;
@@ -57,6 +58,8 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
     };
     const n = b.received(m);
     if (n === 0 && v5) code = 0x10; // No matching subscribers
+    // Cluster: the acknowledgement waits until every other node it went to holds it.
+    remote = b.takeRemoteWait();
     // The message is ours now (queued behind a full ring if need be); read no more from
     // this publisher until the ring drains, so nothing of QoS 1/2 is ever dropped.
     if (b.router?.blocked) c.pauseForRing();
@@ -64,7 +67,7 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   if (p.qos === 0) return;
   // 3.1.1 has no reason codes: a refused QoS 1/2 message is acknowledged and dropped.
   const rc = v5 && code !== 0 ? code : undefined;
-  if (p.qos === 1) return c.send({ cmd: 'puback', messageId: id, reasonCode: rc } as Packet);
+  if (p.qos === 1) return c.ackInOrder({ cmd: 'puback', messageId: id, reasonCode: rc } as Packet, remote);
   if (code < 0x80) s.inboundQos2.add(id);
-  c.send({ cmd: 'pubrec', messageId: id, reasonCode: rc } as Packet);
+  c.ackInOrder({ cmd: 'pubrec', messageId: id, reasonCode: rc } as Packet, remote);
 }

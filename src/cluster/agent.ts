@@ -1,0 +1,410 @@
+// The cluster, as the replication thread of one node runs it (docs/cluster.md). It owns:
+//  - the shards (nodes, routes, sessions, retained, config, auth): on a core built from etcd
+//    (EtcdStore), on a replicant streamed from a core (RlogClient);
+//  - this node's routes in the cluster (NodeRoutes), fed by the workers' route ops, and the
+//    "committed" word per worker that holds a SUBACK until its route is in etcd;
+//  - the remote routes applied to the shared trie (RemoteRoutes → RemoteRouteTarget);
+//  - the membership and the peers the workers forward to;
+//  - retained messages: the workers' writes go to etcd, the shard's changes to every worker;
+//  - the cluster port: RLOG for replicants (cores), STATUS for everyone.
+// Nothing here is on the publish path: workers route by the trie and forward themselves.
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log/logger.js';
+import type { Message } from '../broker/message.js';
+import { VERSION } from '../broker/sys.js';
+import { EtcdStore, newIncarnation } from './etcd/store.js';
+import type { ClaimResult } from './etcd/writers.js';
+import type { NodeInfo, SessionOwner } from './keys.js';
+import type { Link } from './wire/link.js';
+import { Membership, type Peer } from './membership.js';
+import { NodeRoutes } from './node-routes.js';
+import { RemoteRoutes, type RemoteRouteTarget } from './remote-routes.js';
+import { decodeRetained, encodeRetained } from './retained-codec.js';
+import { RlogClient } from './rlog/client.js';
+import { json, parseJson, R_FORCE_LEAVE, R_STATUS, type NodeStatus, type ShardStatus } from './rlog/protocol.js';
+import { RlogService } from './rlog/server.js';
+import { SHARDS, ShardState, type ShardName } from './shard.js';
+import { removeMember } from './etcd/members.js';
+
+/** What the agent tells the connection workers. */
+export type AgentToWorker =
+  | { type: 'peers'; peers: Peer[] }
+  | { type: 'retained'; msg: Message; seq: number };
+
+export interface ClusterTransport {
+  /** Listens on the cluster port; every authenticated link goes to onLink. */
+  listen(onLink: (link: Link) => void): Promise<{ port: number; close(): Promise<void> }>;
+  /** An authenticated link to a node's cluster port (host:port). */
+  connect(address: string): Promise<Link>;
+}
+
+export interface AgentOptions {
+  cfg: Config;
+  /** Endpoints of etcd (a core: the external ones, or its managed member's). */
+  etcdEndpoints: readonly string[];
+  workers: number;
+  log: Logger;
+  transport: ClusterTransport;
+  trie: RemoteRouteTarget;
+  /** Worker w's route ops up to seq are in the cluster (the SUBACK may go). */
+  committed: (w: number, seq: number) => void;
+  /** Next node-wide retained sequence number. */
+  nextRetainSeq: () => number;
+  toWorkers: (m: AgentToWorker) => void;
+  /** A replicant's cores kept in <data-dir>/cluster.json (its membership across restarts). */
+  knownCores?: string[];
+  persist?: (state: { cores: string[]; left?: boolean }) => void;
+}
+
+export class ClusterAgent {
+  readonly shards: Record<ShardName, ShardState>;
+  readonly membership: Membership;
+  readonly self: NodeInfo;
+  readonly role: 'core' | 'replicant';
+  private store: EtcdStore | null = null;
+  private rlog: RlogService | null = null;
+  private client: RlogClient | null = null;
+  readonly nodeRoutes: NodeRoutes;
+  private readonly remote: RemoteRoutes;
+  private server: { port: number; close(): Promise<void> } | null = null;
+  private readonly links = new Set<Link>();
+  private readonly startedAt = Date.now();
+  /** Newest retained seq this node wrote per topic, until its own write comes back. */
+  private readonly ownRetained = new Map<string, number>();
+  private status: NodeStatus['status'] = 'joining';
+  /** ctl cluster leave ran: this node is alone now. */
+  private left = false;
+  /** Cores added by ctl cluster join (and those kept in <data-dir>). */
+  private readonly extraSeeds: string[] = [];
+  private lagWarned = new Map<ShardName, number>();
+  private readonly lagTimer: NodeJS.Timeout;
+
+  constructor(private readonly o: AgentOptions) {
+    const c = o.cfg.cluster;
+    this.role = c.role === 'core' ? 'core' : 'replicant';
+    const host = c.advertise ?? o.cfg.node.name.slice(o.cfg.node.name.indexOf('@') + 1);
+    this.self = {
+      name: o.cfg.node.name, role: this.role, incarnation: newIncarnation(),
+      cluster: hostPort(host, c.port), forward: hostPort(host, c.forward_port),
+      workers: o.workers, started_at: this.startedAt,
+    };
+    this.shards = Object.fromEntries(SHARDS.map((s) => [s, new ShardState(s)])) as Record<ShardName, ShardState>;
+    this.membership = new Membership(this.self.name);
+    this.membership.attach(this.shards.nodes);
+    this.membership.onChange(() => {
+      if (this.left) return;
+      o.toWorkers({ type: 'peers', peers: this.membership.peers() });
+      if (this.role === 'replicant') o.persist?.({ cores: this.coreAddresses().map((c) => c.address) });
+    });
+    this.remote = new RemoteRoutes(this.self.name, (n) => this.membership.slotOf(n), o.trie);
+    this.shards.routes.onChange((ch, before) => this.remote.apply(ch, before));
+    this.shards.retained.onChange((ch) => {
+      for (const op of ch.ops) this.retainedChanged(op.k, op.v);
+    });
+    this.nodeRoutes = new NodeRoutes(o.workers, (seq, ops) => this.writeRoutes(seq, ops), c.write_batch_ms, o.committed, (seq) => this.maybeCompact(seq));
+    this.lagTimer = setInterval(() => this.checkLag(), 1000);
+    this.lagTimer.unref();
+  }
+
+  /** Connects (etcd or a core), loads every shard, opens the cluster port. */
+  async start(): Promise<void> {
+    const { cfg, log, transport } = this.o;
+    this.server = await transport.listen((link) => this.onLink(link));
+    if (this.role === 'core') {
+      this.store = new EtcdStore({
+        endpoints: this.o.etcdEndpoints, cluster: cfg.cluster.name, self: this.self, leaseTtl: cfg.cluster.lease_ttl_s,
+        batchMs: cfg.cluster.write_batch_ms, shards: this.shards, log,
+        onReregistered: () => this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops)),
+        onTick: (shard) => this.rlog?.ticked(shard),
+      });
+      await this.store.start();
+      this.rlog = new RlogService({ store: this.store, shards: this.shards, self: this.self.name, leaseTtl: cfg.cluster.lease_ttl_s, log });
+    } else {
+      this.client = new RlogClient({
+        self: this.self, shards: this.shards, log,
+        cores: () => this.coreAddresses(),
+        connect: (a) => transport.connect(a),
+        onCore: (core) => {
+          this.self.core = core ?? undefined;
+        },
+      });
+      await this.client.start();
+    }
+    this.status = 'running';
+    this.o.toWorkers({ type: 'peers', peers: this.membership.peers() });
+    log.info('cluster.joined', {
+      role: this.role, cluster: cfg.cluster.name, incarnation: this.self.incarnation, cluster_port: this.server.port,
+      nodes: this.membership.live.size, core: this.self.core ?? null,
+    });
+  }
+
+  /** Cores to stream from: the live ones the nodes shard names, then the seeds. */
+  private coreAddresses(): { name: string | null; address: string }[] {
+    const out: { name: string | null; address: string }[] = this.membership.cores().map((n) => ({ name: n.name, address: n.cluster }));
+    for (const s of [...this.extraSeeds, ...this.o.cfg.cluster.seeds, ...(this.o.knownCores ?? [])]) out.push({ name: null, address: s });
+    return out;
+  }
+
+  // ---- routes ------------------------------------------------------------------------
+
+  /** A worker's route op (from the trie writer): the node-level set may change. */
+  localRoute(w: number, seq: number, key: string | null, d: 1 | -1 | 0): void {
+    this.nodeRoutes.change(w, seq, key, d);
+  }
+
+  private async writeRoutes(seq: number, ops: import('./shard.js').KvOp[]): Promise<void> {
+    if (this.store) await this.store.ownRoutes.append(seq, ops);
+    else await this.client!.routes(this.self.incarnation, seq, ops);
+  }
+
+  private maybeCompact(seq: number): void {
+    const log = this.store?.ownRoutes;
+    if (!log) return;
+    // A base costs one write per 512 KiB of routes: worth it once the log holds a few
+    // times as many entries as the base would have chunks.
+    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent]);
+  }
+
+  // ---- retained --------------------------------------------------------------------------
+
+  /** A worker set (or cleared) a retained message: it goes to etcd (last writer wins there). */
+  retain(msg: Message, seq: number): void {
+    this.ownRetained.set(msg.topic, seq);
+    const v = msg.payload.length === 0 ? null : encodeRetained(msg, { node: this.self.name, seq });
+    if (this.store) void this.store.retained.set(msg.topic, v);
+    else void this.client!.kv('retained', [{ k: msg.topic, v }]).catch((e: Error) => this.o.log.error('cluster.retained_write_failed', { topic: msg.topic, error: e.message }));
+  }
+
+  private retainedChanged(topic: string, v: Buffer | null): void {
+    let msg: Message;
+    if (v === null) {
+      // A cleared topic: our own clear comes back as a delete with no origin; a newer own
+      // write still on its way wins over it.
+      if (this.ownRetained.has(topic)) {
+        this.ownRetained.delete(topic);
+      }
+      msg = { topic, payload: Buffer.alloc(0), qos: 0, retain: true, from: '', props: undefined, expiresAt: 0 };
+    } else {
+      const r = decodeRetained(topic, v);
+      if (r.origin.node === this.self.name) {
+        const mine = this.ownRetained.get(topic);
+        // Our own older write: a newer one is already in every worker and on its way.
+        if (mine !== undefined && mine > r.origin.seq) return;
+        if (mine === r.origin.seq) this.ownRetained.delete(topic);
+      }
+      msg = r.msg;
+    }
+    this.o.toWorkers({ type: 'retained', msg, seq: this.o.nextRetainSeq() });
+  }
+
+  /** Every retained message of the shard (for a worker that just started). */
+  retainedAll(): Message[] {
+    return [...this.shards.retained.data].map(([t, v]) => decodeRetained(t, v).msg);
+  }
+
+  // ---- sessions --------------------------------------------------------------------------
+
+  /** Makes this node the owner of `clientId` (an etcd transaction through a core). */
+  claim(clientId: string, persistent: boolean): Promise<ClaimResult> {
+    const owner: SessionOwner = { node: this.self.name, inc: this.self.incarnation, persistent };
+    if (this.store) return this.store.sessions.claim(clientId, owner, persistent ? undefined : this.store.leaseId);
+    return this.client!.claim(clientId, owner);
+  }
+
+  release(clientId: string, epoch: number): Promise<boolean> {
+    if (this.store) return this.store.sessions.release(clientId, epoch);
+    return this.client!.release(clientId, epoch);
+  }
+
+  /** Who owns a client id's session as the sessions shard says. */
+  owner(clientId: string): (SessionOwner & { epoch: number }) | null {
+    const v = this.shards.sessions.data.get(clientId);
+    return v ? parseJson<SessionOwner & { epoch: number }>(v) : null;
+  }
+
+  // ---- the cluster port --------------------------------------------------------------
+
+  private onLink(link: Link): void {
+    this.links.add(link);
+    link.onRequest = (kind, body) => {
+      if (kind === R_STATUS) return json(this.nodeStatus());
+      if (kind === R_FORCE_LEAVE && this.role === 'core') {
+        return this.forceLeave(parseJson<{ node: string }>(body).node).then((r) => {
+          if (!r.ok) throw new Error(r.message);
+          return json(r);
+        });
+      }
+      const r = this.rlog?.handle(link, kind, body);
+      if (r) return r;
+      throw new Error(`request kind ${kind} is not served by a ${this.role}`);
+    };
+    link.onClose = () => {
+      this.links.delete(link);
+      this.rlog?.linkClosed(link);
+    };
+  }
+
+  // ---- membership changes --------------------------------------------------------------
+
+  /** ctl cluster join TARGET (host:port of a core's cluster port, or NAME@HOST[:PORT]). */
+  async join(target: string): Promise<{ ok: boolean; status: number; message: string }> {
+    const address = this.addressOf(target);
+    if (this.left) return { ok: false, status: 409, message: 'this node left the cluster; restart it to join again' };
+    const known = [...this.membership.live.values()].find((n) => n.cluster === address || n.name === target);
+    if (known) return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
+    if (this.role === 'core') {
+      return {
+        ok: false, status: 409,
+        message: 'a running core does not change its etcd cluster: restart it with --seeds ' + address +
+          ' and an empty <data-dir>/etcd (--etcd-managed: its member is added to that cluster), or with --etcd pointing at that cluster\'s etcd',
+      };
+    }
+    // A replicant: stream from the target from now on (the seeds kept in <data-dir>).
+    this.extraSeeds.unshift(address);
+    this.o.persist?.({ cores: this.coreAddresses().map((c) => c.address) });
+    await this.client!.switchTo(address);
+    return { ok: true, status: 200, message: `streaming from ${this.client!.core ?? address}` };
+  }
+
+  private addressOf(target: string): string {
+    const at = target.indexOf('@');
+    const hp = at >= 0 ? target.slice(at + 1) : target;
+    return /:\d+$/.test(hp) && !hp.endsWith(']') ? hp : `${hp}:${this.o.cfg.cluster.port}`;
+  }
+
+  /** ctl cluster leave: this node's entries go from the cluster; it goes on alone. */
+  async leave(): Promise<{ ok: boolean; status: number; message: string }> {
+    if (this.left) return { ok: true, status: 200, message: 'already left' };
+    this.status = 'leaving';
+    this.o.log.warn('cluster.leaving', { node: this.self.name });
+    if (this.store) {
+      await this.store.leave();
+      if (this.o.cfg.cluster.etcd.managed) await removeMember(this.o.etcdEndpoints, this.self.name).catch(() => undefined);
+    } else if (this.client) {
+      await this.client.leave();
+    }
+    this.left = true;
+    this.goAlone();
+    this.o.persist?.({ cores: [], left: true });
+    this.o.log.warn('cluster.left', { node: this.self.name, detail: 'serving this node\'s clients alone until it is stopped' });
+    return { ok: true, status: 200, message: `${this.self.name} left the cluster` };
+  }
+
+  /** After leave: no remote routes, no peers, writes answered locally. */
+  private goAlone(): void {
+    this.remote.clear();
+    this.o.toWorkers({ type: 'peers', peers: [] });
+    this.nodeRoutes.rewriteAll(async () => undefined);
+  }
+
+  /** ctl cluster force-leave NODE: a stopped node's entries are removed. */
+  async forceLeave(node: string): Promise<{ ok: boolean; status: number; message: string }> {
+    if (node === this.self.name) return { ok: false, status: 400, message: 'to remove this node, use leave' };
+    const live = this.membership.live.get(node);
+    const member = this.membership.members.get(node);
+    if (!live && !member) return { ok: false, status: 404, message: `no member named ${node}` };
+    if (live) {
+      const view = await this.clusterView();
+      const st = view.nodes.find((n) => n.name === node);
+      if (st && st.status !== 'stopped') return { ok: false, status: 409, message: `${node} is ${st.status}: stop it first, or run leave on it` };
+    }
+    if (this.store) {
+      await this.store.forceLeave(node);
+      await removeMember(this.o.etcdEndpoints, node).catch(() => undefined);
+    } else await this.client!.forceLeave(node);
+    this.o.log.warn('cluster.force_left', { node });
+    return { ok: true, status: 200, message: `${node} removed from the cluster` };
+  }
+
+  // ---- status ----------------------------------------------------------------------------
+
+  shardStatus(): ShardStatus[] {
+    const now = Date.now();
+    return SHARDS.map((name) => {
+      const s = this.shards[name];
+      const lag = s.lag(now);
+      return { name, revision: s.rev, lag: lag.revisions, lag_ms: lag.ms, keys: s.data.size };
+    });
+  }
+
+  nodeStatus(): NodeStatus {
+    const st: NodeStatus = {
+      name: this.self.name, role: this.role, status: this.status, uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
+      core: this.role === 'replicant' ? (this.client?.core ?? null) : null,
+      shards: this.shardStatus(), incarnation: this.self.incarnation, version: VERSION,
+    };
+    if (this.store) {
+      st.etcd = {
+        state: this.store.state, endpoints: this.o.etcdEndpoints,
+        unreachable_ms: this.store.unreachableSince === 0 ? 0 : Date.now() - this.store.unreachableSince,
+        last_error: this.store.lastError,
+      };
+    }
+    return st;
+  }
+
+  /** Every member's status: this node's own, the others' asked over their cluster ports. */
+  async clusterView(timeoutMs = 1500): Promise<{ nodes: (NodeStatus | { name: string; role: string; status: 'stopped'; uptime_s: 0; core: null; shards: [] })[] }> {
+    const names = new Set<string>([...this.membership.members.keys(), ...this.membership.live.keys(), this.self.name]);
+    const nodes = await Promise.all([...names].sort().map(async (name) => {
+      if (name === this.self.name) return this.nodeStatus();
+      const live = this.membership.live.get(name);
+      const member = this.membership.members.get(name);
+      const role = live?.role ?? member?.role ?? 'replicant';
+      const stopped = { name, role, status: 'stopped' as const, uptime_s: 0 as const, core: null, shards: [] as [] };
+      if (!live) return stopped;
+      try {
+        const link = await this.o.transport.connect(live.cluster);
+        try {
+          return parseJson<NodeStatus>(await link.request(R_STATUS, Buffer.alloc(0), timeoutMs));
+        } finally {
+          link.close('status done');
+        }
+      } catch {
+        return { ...stopped, status: member?.leaving ? 'leaving' as const : 'stopped' as const };
+      }
+    }));
+    return { nodes: nodes as never };
+  }
+
+  private checkLag(): void {
+    const warnMs = this.o.cfg.cluster.lag_warn_ms;
+    const now = Date.now();
+    for (const name of SHARDS) {
+      const lag = this.shards[name].lag(now);
+      if (lag.ms <= warnMs) continue;
+      const last = this.lagWarned.get(name) ?? 0;
+      if (now - last < 10_000) continue;
+      this.lagWarned.set(name, now);
+      this.o.log.warn('cluster.shard_lag', { shard: name, revisions: lag.revisions, ms: lag.ms, threshold_ms: warnMs });
+    }
+  }
+
+  /** Counters and states for /api/v1/stats and /status. */
+  stats(): Record<string, unknown> {
+    return {
+      role: this.role, status: this.status, incarnation: this.self.incarnation,
+      etcd: this.store ? { state: this.store.state, unreachable_ms: this.store.unreachableSince === 0 ? 0 : Date.now() - this.store.unreachableSince, last_error: this.store.lastError } : undefined,
+      core: this.client?.core ?? undefined,
+      replicants: this.rlog?.count,
+      routes: { local: this.nodeRoutes.size, remote: this.remote.routes, batches: this.nodeRoutes.batchesWritten, ops: this.nodeRoutes.opsWritten },
+      pending_writes: this.client?.pendingWrites ?? (this.store ? this.store.retained.queued + this.store.sessions.queued : 0),
+      failovers: this.client?.failovers,
+      shards: this.shardStatus(),
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.status = 'leaving';
+    clearInterval(this.lagTimer);
+    this.rlog?.stop();
+    this.client?.stop();
+    for (const l of this.links) l.close('node stopping');
+    await this.store?.stop();
+    await this.server?.close();
+  }
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

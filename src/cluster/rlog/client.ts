@@ -1,0 +1,275 @@
+// The replicant side of the RLOG (docs/cluster.md): one link to one core at a time. It
+// bootstraps every shard from the core (or resumes from the revisions it has), applies the
+// changes in order, and sends the replicant's writes (routes, session claims, retained
+// messages) to the core, which answers once etcd holds them.
+//
+// When the link drops it moves to another live core at once (the cores it knows from the
+// nodes shard, then its seeds), resuming every shard from its last revision, and resends
+// the writes that were not answered, in order. Which core: the first connection picks by a
+// hash of the replicant's name (so replicants spread over cores); a failover takes the next
+// one, so a core that comes back does not get every replicant at once.
+import type { Logger } from '../../log/logger.js';
+import { hash32 } from '../../broker/shared.js';
+import { encodeOps, readOps } from '../kv-codec.js';
+import type { NodeInfo, SessionOwner } from '../keys.js';
+import { SHARDS, shardId, shardName, type KvOp, type ShardName, type ShardState } from '../shard.js';
+import type { ClaimResult } from '../etcd/writers.js';
+import {
+  F_CHANGE, F_PROGRESS, F_SNAP_BEGIN, F_SNAP_DATA, F_SNAP_END, json, parseJson,
+  R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_SUBSCRIBE, type Link,
+} from './protocol.js';
+
+const REQUEST_TIMEOUT_MS = 15_000;
+
+export interface RlogClientOptions {
+  self: NodeInfo;
+  shards: Record<ShardName, ShardState>;
+  /** Cores to try: the seeds and what the nodes shard says (host:port of cluster ports, names if known). */
+  cores: () => { name: string | null; address: string }[];
+  connect: (address: string) => Promise<Link>;
+  log: Logger;
+  /** The link to a core is up (name) or down (null). */
+  onCore?: (core: string | null) => void;
+}
+
+interface PendingWrite {
+  kind: number;
+  body: Buffer;
+  resolve: (b: Buffer) => void;
+  reject: (e: Error) => void;
+}
+
+export class RlogClient {
+  link: Link | null = null;
+  core: string | null = null;
+  lease: string | null = null;
+  private stopped = false;
+  private readonly snap = new Map<ShardName, { rev: number; total: number; entries: [string, Buffer][]; t0: number; lastLog: number }>();
+  /** Writes not answered yet, oldest first: resent in order on the next link. */
+  private readonly writes: PendingWrite[] = [];
+  private connecting: Promise<void> | null = null;
+  private lastFailed: string | null = null;
+  /** Shards bootstrapped at least once (then resumed from their revision). */
+  private readonly loaded = new Set<ShardName>();
+  private readonly readyWaiters: (() => void)[] = [];
+  failovers = 0;
+
+  constructor(private readonly o: RlogClientOptions) {}
+
+  /** Connects and streams; resolves once every shard is loaded the first time. */
+  start(): Promise<void> {
+    const ready = new Promise<void>((r) => this.readyWaiters.push(r));
+    void this.reconnect();
+    return ready;
+  }
+
+  get ready(): boolean {
+    return this.loaded.size === SHARDS.length;
+  }
+
+  private async reconnect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = (async () => {
+      let delay = 50;
+      let first = true;
+      while (!this.stopped && this.link === null) {
+        const list = this.candidates(first);
+        first = false;
+        for (const c of list) {
+          if (this.stopped) return;
+          try {
+            await this.attach(await this.o.connect(c.address));
+            return;
+          } catch (e) {
+            this.lastFailed = c.address;
+            this.o.log.warn('cluster.core_unreachable', { core: c.name ?? c.address, error: (e as Error).message });
+          }
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1000);
+      }
+    })().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  /** Cores in the order to try: by hash of our name at first, else after the one that failed. */
+  private candidates(first: boolean): { name: string | null; address: string }[] {
+    const all = this.o.cores();
+    const seen = new Set<string>();
+    const list = all.filter((c) => !seen.has(c.address) && seen.add(c.address));
+    if (list.length === 0) return [];
+    let start = hash32(this.o.self.name) % list.length;
+    if (!first && this.lastFailed !== null) {
+      const i = list.findIndex((c) => c.address === this.lastFailed);
+      if (i >= 0) start = (i + 1) % list.length;
+    }
+    return [...list.slice(start), ...list.slice(0, start)];
+  }
+
+  private async attach(link: Link): Promise<void> {
+    const { log, shards } = this.o;
+    link.onFrame = (type, body) => this.onFrame(type, body);
+    const revs: Partial<Record<ShardName, number | null>> = {};
+    for (const name of SHARDS) revs[name] = this.loaded.has(name) ? shards[name].rev : null;
+    let answer: { lease: string; core: string };
+    try {
+      answer = parseJson(await link.request(R_SUBSCRIBE, json({ node: this.o.self, lease: this.lease, shards: revs }), REQUEST_TIMEOUT_MS));
+    } catch (e) {
+      link.close('subscribe failed');
+      throw e;
+    }
+    const wasCore = this.core;
+    this.link = link;
+    this.lease = answer.lease;
+    this.core = answer.core;
+    this.lastFailed = null;
+    if (wasCore !== null) this.failovers++;
+    log.info('cluster.core_connected', { core: answer.core, lease: answer.lease, resumed: SHARDS.filter((s) => revs[s] !== null) });
+    this.o.onCore?.(answer.core);
+    link.onClose = (reason) => {
+      if (this.link !== link) return;
+      this.link = null;
+      this.o.log.warn('cluster.core_lost', { core: this.core, reason });
+      this.lastFailed = link.peerAddress ?? null;
+      this.core = null;
+      this.o.onCore?.(null);
+      for (const s of SHARDS) this.snap.delete(s);
+      if (!this.stopped) void this.reconnect();
+    };
+    // Writes that the previous core did not answer, in order.
+    for (const w of this.writes) this.send(link, w);
+  }
+
+  private onFrame(type: number, body: Buffer): void {
+    const name = shardName(body[0]!);
+    if (name === undefined) return;
+    const shard = this.o.shards[name];
+    switch (type) {
+      case F_SNAP_BEGIN: {
+        shard.bootstrapping = true;
+        this.snap.set(name, { rev: body.readDoubleBE(1), total: body.readUInt32BE(9), entries: [], t0: Date.now(), lastLog: Date.now() });
+        return;
+      }
+      case F_SNAP_DATA: {
+        const s = this.snap.get(name);
+        if (!s) return;
+        for (const op of readOps(body, 1).ops) if (op.v !== null) s.entries.push([op.k, op.v]);
+        const now = Date.now();
+        if (now - s.lastLog >= 1000) {
+          s.lastLog = now;
+          this.o.log.info('cluster.bootstrap_progress', { shard: name, received: s.entries.length, total: s.total });
+        }
+        return;
+      }
+      case F_SNAP_END: {
+        const s = this.snap.get(name);
+        if (!s) return;
+        this.snap.delete(name);
+        shard.bootstrapping = false;
+        shard.reset(s.entries, s.rev);
+        this.o.log.info('cluster.shard_bootstrapped', { shard: name, revision: s.rev, keys: s.entries.length, ms: Date.now() - s.t0 });
+        this.markLoaded(name);
+        return;
+      }
+      case F_CHANGE: {
+        if (this.snap.has(name)) return; // cannot happen: the core holds changes back until SNAP_END
+        const rev = body.readDoubleBE(1);
+        const ts = body.readDoubleBE(9);
+        shard.apply({ rev, ts, ops: readOps(body, 17).ops });
+        if (!this.loaded.has(name)) this.markLoaded(name);
+        return;
+      }
+      case F_PROGRESS: {
+        shard.caughtUp(body.readDoubleBE(1));
+        shard.progress(body.readDoubleBE(9));
+        if (!this.loaded.has(name) && !this.snap.has(name)) this.markLoaded(name);
+        return;
+      }
+    }
+  }
+
+  private markLoaded(name: ShardName): void {
+    this.loaded.add(name);
+    if (this.ready) for (const f of this.readyWaiters.splice(0)) f();
+  }
+
+  private send(link: Link, w: PendingWrite): void {
+    link.request(w.kind, w.body, REQUEST_TIMEOUT_MS).then(
+      (b) => {
+        const i = this.writes.indexOf(w);
+        if (i >= 0) this.writes.splice(i, 1);
+        w.resolve(b);
+      },
+      (e: Error & { code?: string }) => {
+        // A closed link: the write is resent on the next one. An answer that is an error
+        // (the core refused it) is final.
+        if (e.code === 'CLUSTER_REMOTE_ERROR') {
+          const i = this.writes.indexOf(w);
+          if (i >= 0) this.writes.splice(i, 1);
+          w.reject(e);
+        } else if (this.link === link) link.close(`request failed: ${e.message}`);
+      },
+    );
+  }
+
+  private write(kind: number, body: Buffer): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const w: PendingWrite = { kind, body, resolve, reject };
+      this.writes.push(w);
+      if (this.link) this.send(this.link, w);
+    });
+  }
+
+  get pendingWrites(): number {
+    return this.writes.length;
+  }
+
+  /** One entry of this replicant's route log (resent until a core has it in etcd). */
+  async routes(inc: string, seq: number, ops: KvOp[]): Promise<void> {
+    const incB = Buffer.from(inc);
+    const head = Buffer.allocUnsafe(10);
+    head.writeDoubleBE(seq, 0);
+    head.writeUInt16BE(incB.length, 8);
+    await this.write(R_ROUTES, Buffer.concat([head, incB, encodeOps(ops)]));
+  }
+
+  async claim(id: string, owner: SessionOwner): Promise<ClaimResult> {
+    return parseJson<ClaimResult>(await this.write(R_CLAIM, json({ id, owner })));
+  }
+
+  async release(id: string, epoch: number): Promise<boolean> {
+    return parseJson<{ released: boolean }>(await this.write(R_RELEASE, json({ id, epoch }))).released;
+  }
+
+  async kv(shard: 'retained' | 'config' | 'auth', ops: KvOp[]): Promise<number> {
+    const b = await this.write(R_KV, Buffer.concat([Buffer.from([shardId(shard)]), encodeOps(ops)]));
+    return b.readDoubleBE(0);
+  }
+
+  /** Moves to the core at `address` now (ctl cluster join). */
+  async switchTo(address: string): Promise<void> {
+    const link = await this.o.connect(address);
+    this.link?.close(`switching to ${address}`);
+    this.link = null;
+    await this.attach(link);
+  }
+
+  /** This replicant leaves the cluster: its core removes its entries; streaming stops. */
+  async leave(): Promise<void> {
+    if (this.link) await this.link.request(R_LEAVE, json({ node: this.o.self.name }), REQUEST_TIMEOUT_MS);
+    this.stop();
+  }
+
+  async forceLeave(node: string): Promise<void> {
+    if (!this.link) throw new Error('no core to ask: this replicant is not connected');
+    await this.link.request(R_FORCE_LEAVE, json({ node }), REQUEST_TIMEOUT_MS);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.link?.close('replicant stopping');
+    this.link = null;
+  }
+}
