@@ -101,7 +101,10 @@ export class Forwarder {
       this.o.counters.forwardDroppedRemote++;
       return null;
     }
-    const parts = this.encoder.encode(m, nonShared, groups, 0);
+    const [head, payload] = this.encoder.encode(m, nonShared, groups, 0);
+    // The head is the encoder's scratch buffer, reused by the next encode(), and a socket
+    // write keeps a reference until it is flushed: copy it (the payload never changes).
+    const parts = [Buffer.from(head), payload];
     let wait: Promise<void> | null = null;
     let ok: boolean;
     if (m.qos === 0) ok = s.sender.send(parts, 0);

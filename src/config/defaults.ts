@@ -136,6 +136,7 @@ export const DEFAULTS: Config = deepFreeze({
     forward_max_bytes: 8 * 1024 * 1024,
     write_batch_ms: 2,
     lag_warn_ms: 1000,
+    claim_timeout_ms: 2000,
   },
 });
 

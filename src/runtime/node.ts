@@ -243,6 +243,17 @@ function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: nu
   const clustered = cfg.cluster.role !== 'none';
   return [
     {
+      method: 'get', path: '/api/v1/routes',
+      handler: async (req) => {
+        const topic = req.query.get('topic');
+        if (topic === null || topic === '') return { status: 400, body: { error: 'query parameter "topic": a topic name is required', field: 'topic' } };
+        const p = pool();
+        if (!p) return cfg.node.workers === 0 ? { status: 409, body: { error: 'a node without worker threads (--workers 0) keeps no route trie' } } : { status: 503, body: { error: 'starting' } };
+        const r = await p.cluster({ type: 'routesOf', topic }, 5000);
+        return r === null ? { status: 504, body: { error: 'the replication thread did not answer in time' } } : { status: 200, body: r };
+      },
+    },
+    {
       method: 'get', path: '/api/v1/cluster',
       handler: async () => {
         if (!clustered) return single();

@@ -31,6 +31,8 @@ export type ToWorker =
   | { type: 'reply'; reqId: number; value: unknown }
   /** Tests of the supervisor and of full rings: throw, exit, or block the thread for `ms`. */
   | { type: 'fault'; how: 'throw' | 'exit' | 'stall'; ms?: number }
+  /** Cluster: `node` also held `clientId` (a claim that finished late): it must end its copy. */
+  | { type: 'dropRemote'; clientId: string; node: string }
   /** Forced exit of the process: close uWS sockets and end now. */
   | { type: 'abort' };
 

@@ -10,14 +10,14 @@ import { MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type { Message } from '../broker/message.js';
 import { routeId } from '../broker/router.js';
 import { ClusterAgent, type AgentToWorker } from '../cluster/agent.js';
-import { GroupRemoteWriter, NodeSetWriter } from '../cluster/node-sets.js';
+import { forEachSlot, groupRemoteSet, GroupRemoteWriter, NodeSetWriter, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
 import { createClusterTransport } from '../cluster/transport.js';
 import type { Config } from '../config/types.js';
 import { Logger } from '../log/logger.js';
 import { parseShare } from '../protocol/topic.js';
 import { RingConsumer, type RingLoop } from '../shm/ring.js';
 import { decodeRouteOp, type RouteOpKind } from '../shm/route-op.js';
-import { TrieWriter } from '../trie/index.js';
+import { TrieReader, TrieWriter } from '../trie/index.js';
 import { C_APPLIED, C_CLUSTER, C_COMMITTED, CONTROL_WORDS, findGroupEntry, type SharedPlan } from './plan.js';
 
 export interface ReplicatorData {
@@ -39,7 +39,9 @@ export type ToReplicator =
   | { type: 'clusterStats'; reqId: number }
   | { type: 'join'; reqId: number; target: string }
   | { type: 'leave'; reqId: number }
-  | { type: 'forceLeave'; reqId: number; node: string };
+  | { type: 'forceLeave'; reqId: number; node: string }
+  /** Which workers and which other nodes a topic goes to now (GET /api/v1/routes). */
+  | { type: 'routesOf'; reqId: number; topic: string };
 export type FromReplicator =
   | { type: 'ready'; trie: { heap: SharedArrayBuffer } }
   | { type: 'reply'; reqId: number; value: unknown }
@@ -193,6 +195,30 @@ function purge(w: number): number {
   return n;
 }
 
+/** A reader of our own trie, for route queries of the API (made on first use). */
+let ownReader: TrieReader | null = null;
+
+function routesOf(topic: string): { topic: string; workers: number[]; nodes: string[]; groups: { group: string; workers: number[]; nodes: string[] }[] } {
+  ownReader ??= new TrieReader(writer.buffers(), { cacheSize: 0 });
+  const m = ownReader.match(topic);
+  const bits = (mask: number): number[] => [...Array(31).keys()].filter((w) => (mask & (1 << w)) !== 0);
+  const names = (ids: readonly number[]): string[] => {
+    if (!agent || !nodeSets) return [];
+    const acc = new Int32Array(SET_WORDS);
+    for (const id of ids) orNodeSet(new Int32Array(plan.nodeSets), id, acc);
+    const out: string[] = [];
+    forEachSlot(acc, (s) => out.push(agent!.membership.nameOf(s) ?? `slot ${s}`));
+    return out.sort();
+  };
+  return {
+    topic, workers: bits(m.mask), nodes: names(m.routes),
+    groups: m.groups.map((g) => ({
+      group: g.group, workers: bits(g.mask),
+      nodes: names(cluster ? [groupRemoteSet(new Int32Array(plan.groupRemote), g.route, g.group)].filter((x) => x !== 0) : []),
+    })),
+  };
+}
+
 // ---- the cluster agent --------------------------------------------------------------------
 
 const workerPorts: (MessagePort | null)[] = Array.from({ length: plan.workers }, () => null);
@@ -283,6 +309,7 @@ port.on('message', (m: ToReplicator) => {
   else if (m.type === 'join') reply(m.reqId, agent ? agent.join(m.target) : null);
   else if (m.type === 'leave') reply(m.reqId, agent ? agent.leave() : null);
   else if (m.type === 'forceLeave') reply(m.reqId, agent ? agent.forceLeave(m.node) : null);
+  else if (m.type === 'routesOf') reply(m.reqId, routesOf(m.topic));
   else if (m.type === 'purge') {
     const n = purge(m.worker);
     // The dead worker's reader slot would hold back reclamation for ever.

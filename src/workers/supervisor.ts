@@ -68,7 +68,8 @@ export type ClusterQuery =
   | { type: 'clusterStats' }
   | { type: 'join'; target: string }
   | { type: 'leave' }
-  | { type: 'forceLeave'; node: string };
+  | { type: 'forceLeave'; node: string }
+  | { type: 'routesOf'; topic: string };
 
 const WORKER_URL = new URL('./worker-main.js', import.meta.url);
 const REPLICATOR_URL = new URL('./replicator.js', import.meta.url);
@@ -176,12 +177,36 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       let remote: string | null = null;
       if (clustered) {
         // Ownership of the client id is decided in etcd first: two nodes never both own it.
-        const r = (await askRep({ type: 'claim', reqId: nextReq++, clientId, persistent })) as
-          { epoch: number; prev: { node: string } | null; error?: string } | null;
-        if (r && r.error === undefined) {
-          epochs.set(clientId, r.epoch);
-          if (r.prev && r.prev.node !== cfg.node.name) remote = r.prev.node;
-        } else log.error('cluster.claim_failed', { client: clientId, error: r?.error ?? 'no answer' });
+        // While etcd does not answer, the client is not held for ever: after
+        // cluster.claim_timeout_ms it connects on what this node knows, and the claim goes
+        // on; if it then finds another node owned the id, that node drops its copy.
+        type Claimed = { epoch: number; prev: { node: string } | null; error?: string } | null;
+        const asked = askRep({ type: 'claim', reqId: nextReq++, clientId, persistent }) as Promise<Claimed>;
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), cfg.cluster.claim_timeout_ms)));
+        const r = await Promise.race([asked, late]);
+        clearTimeout(timer);
+        const settle = (x: Claimed): string | null => {
+          if (!x || x.error !== undefined) {
+            log.error('cluster.claim_failed', { client: clientId, error: x?.error ?? 'no answer' });
+            return null;
+          }
+          epochs.set(clientId, x.epoch);
+          log.debug('cluster.claimed', { client: clientId, epoch: x.epoch, previous: x.prev?.node ?? null });
+          return x.prev && x.prev.node !== cfg.node.name ? x.prev.node : null;
+        };
+        if (r === 'late') {
+          log.warn('cluster.claim_pending', { client: clientId, timeout_ms: cfg.cluster.claim_timeout_ms, detail: 'connecting on local knowledge; the claim goes on' });
+          void asked.then((x) => {
+            const other = settle(x);
+            const w = registry.get(clientId);
+            const ws = w === undefined ? undefined : slots[w];
+            if (other !== null && ws) {
+              log.warn('cluster.claim_conflict', { client: clientId, other, detail: 'the other node ends its copy of the session' });
+              post(ws, { type: 'dropRemote', clientId, node: other });
+            }
+          });
+        } else remote = settle(r);
       }
       const owner = registry.get(clientId);
       registry.set(clientId, s.id);
@@ -201,6 +226,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       const o = owner === undefined ? undefined : slots[owner];
       let transfer: SessionTransfer | null = null;
       if (o && o.state === 'running') transfer = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
+      log.debug('cluster.released_to_peer', { client: clientId, worker: owner ?? null, session: transfer !== null });
       // Ownership moved in etcd already: nothing to release there.
       registry.delete(clientId);
       epochs.delete(clientId);

@@ -105,6 +105,9 @@ async function main(): Promise<void> {
       case 'release':
         send({ type: 'reply', reqId: m.reqId, value: broker.handOver(m.clientId, m.cleanStart) });
         return;
+      case 'dropRemote':
+        void forwarder?.takeover(m.node, m.clientId, true);
+        return;
       case 'probe':
         send({ type: 'reply', reqId: m.reqId, value: answerProbe(broker, id, m.query) });
         return;

@@ -321,8 +321,11 @@ export class SessionRegistry {
   private async run(batch: (ClaimReq | ReleaseReq)[]): Promise<void> {
     let todo = batch;
     while (todo.length > 0 && !this.stopped) {
-      const compare = todo.map((r) => {
-        const want = 'owner' in r ? this.view(r.id)[0] : r.epoch;
+      // What each key holds as far as we know, taken before the transaction: our own write
+      // may reach the shard (through the watch) before the transaction's answer does.
+      const views = todo.map((r) => this.view(r.id));
+      const compare = todo.map((r, i) => {
+        const want = 'owner' in r ? views[i]![0] : r.epoch;
         return { key: Buffer.from(this.prefix + r.id), target: 'Mod' as const, result: 'Equal' as const, mod_revision: want };
       });
       const success = todo.map((r) => 'owner' in r
@@ -334,9 +337,9 @@ export class SessionRegistry {
         this.client.kv.txn({ compare, success, failure }));
       const rev = num(res.header.revision);
       if (res.succeeded) {
-        for (const r of todo) {
+        for (const [i, r] of todo.entries()) {
           if ('owner' in r) {
-            const prev = this.view(r.id)[1];
+            const prev = views[i]![1];
             // Noted only until the shard shows it (it may already).
             if (this.shardView(r.id)?.[0] !== rev) this.seen.set(r.id, [rev, r.owner, rev]);
             else this.seen.delete(r.id);

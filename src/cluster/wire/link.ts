@@ -362,7 +362,9 @@ export function connectLink(o: ConnectOptions): Promise<Link> {
       clearTimeout(ctimer);
       socket.off('error', onConnectError);
       void clientHandshake(socket, o, remote).then(resolve, (e: Error) => {
-        socket.destroy();
+        // end(), not destroy(): what we wrote last (our proof) still goes out.
+        socket.end();
+        setTimeout(() => socket.destroy(), 500).unref();
         reject(e);
       });
     });
@@ -386,12 +388,19 @@ async function clientHandshake(socket: Socket, o: ConnectOptions, remote: string
   }
   const serverNode = String(c['node'] ?? '');
   const sNonce = String(c['nonce'] ?? '');
-  if (ch.type !== T_CHALLENGE || !sameHex(c['proof'], hmac(o.cookie, `fleetmq/server|${o.cluster}|${nonce}|${sNonce}|${serverNode}`))) {
+  if (ch.type !== T_CHALLENGE) {
     hs.done();
-    refused(o, o.channel, serverNode || null, remote, 'wrong cookie (the server could not prove it)');
+    refused(o, o.channel, serverNode || null, remote, `expected CHALLENGE, got frame type ${ch.type}`);
+    throw new LinkError(`${remote} failed the handshake: expected CHALLENGE, got frame type ${ch.type}`, 'CLUSTER_REFUSED');
+  }
+  // Our proof goes even when the server's is wrong, so that the server learns of (and logs)
+  // the mismatch too; either way we do not go on.
+  writeFrames(socket, jsonFrame(T_AUTH, { proof: hmac(o.cookie, `fleetmq/client|${o.cluster}|${sNonce}|${nonce}|${o.node}`) }));
+  if (!sameHex(c['proof'], hmac(o.cookie, `fleetmq/server|${o.cluster}|${nonce}|${sNonce}|${serverNode}`))) {
+    hs.done();
+    refused(o, o.channel, serverNode || null, remote, 'wrong cookie (the server could not prove it knows ours)');
     throw new LinkError(`${remote} failed the handshake: wrong cookie (the server could not prove it knows it)`, 'CLUSTER_REFUSED');
   }
-  writeFrames(socket, jsonFrame(T_AUTH, { proof: hmac(o.cookie, `fleetmq/client|${o.cluster}|${sNonce}|${nonce}|${o.node}`) }));
   const w = await hs.next();
   const behind = hs.done();
   if (w.type !== T_WELCOME) {
