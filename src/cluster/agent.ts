@@ -25,6 +25,7 @@ import { json, parseJson, R_FORCE_LEAVE, R_STATUS, type NodeStatus, type ShardSt
 import { RlogService } from './rlog/server.js';
 import { SHARDS, ShardState, type ShardName } from './shard.js';
 import { removeMember } from './etcd/members.js';
+import { DnsDiscovery } from './discovery.js';
 
 /** What the agent tells the connection workers. */
 export type AgentToWorker =
@@ -76,6 +77,7 @@ export class ClusterAgent {
   private left = false;
   /** Cores added by ctl cluster join (and those kept in <data-dir>). */
   private readonly extraSeeds: string[] = [];
+  private dns: DnsDiscovery | null = null;
   private lagWarned = new Map<ShardName, number>();
   private readonly lagTimer: NodeJS.Timeout;
 
@@ -109,6 +111,10 @@ export class ClusterAgent {
   /** Connects (etcd or a core), loads every shard, opens the cluster port. */
   async start(): Promise<void> {
     const { cfg, log, transport } = this.o;
+    if (cfg.cluster.discovery === 'dns' && cfg.cluster.dns_name !== null) {
+      this.dns = new DnsDiscovery({ name: cfg.cluster.dns_name, port: cfg.cluster.dns_port || cfg.cluster.port }, cfg.cluster.dns_refresh_ms, log);
+      await this.dns.refresh();
+    }
     this.server = await transport.listen((link) => this.onLink(link));
     if (this.role === 'core') {
       this.store = new EtcdStore({
@@ -141,7 +147,7 @@ export class ClusterAgent {
   /** Cores to stream from: the live ones the nodes shard names, then the seeds. */
   private coreAddresses(): { name: string | null; address: string }[] {
     const out: { name: string | null; address: string }[] = this.membership.cores().map((n) => ({ name: n.name, address: n.cluster }));
-    for (const s of [...this.extraSeeds, ...this.o.cfg.cluster.seeds, ...(this.o.knownCores ?? [])]) out.push({ name: null, address: s });
+    for (const s of [...this.extraSeeds, ...this.o.cfg.cluster.seeds, ...(this.dns?.cores ?? []), ...(this.o.knownCores ?? [])]) out.push({ name: null, address: s });
     return out;
   }
 
@@ -397,6 +403,7 @@ export class ClusterAgent {
   async stop(): Promise<void> {
     this.status = 'leaving';
     clearInterval(this.lagTimer);
+    this.dns?.stop();
     this.rlog?.stop();
     this.client?.stop();
     for (const l of this.links) l.close('node stopping');

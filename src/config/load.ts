@@ -267,6 +267,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     cli: { flag: '--dns-name', key: 'dnsName' },
   },
   { path: 'cluster.dns_refresh_ms', type: int(1000, 3_600_000), doc: 'How often `dns_name` is resolved again.' },
+  { path: 'cluster.dns_port', type: port, doc: 'Cluster port of the cores that `dns_name`\'s A/AAAA records name (SRV records carry their own). `0` = `cluster.port`.' },
   {
     path: 'cluster.etcd.endpoints',
     type: { kind: 'list', expect: 'an etcd client URL http(s)://HOST:PORT', check: isEtcdUrl },

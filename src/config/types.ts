@@ -98,6 +98,8 @@ export interface ClusterConfig {
   /** DNS name whose A or SRV records list the cores (discovery "dns"). */
   dns_name: string | null;
   dns_refresh_ms: number;
+  /** Port of the cores' cluster ports for A/AAAA answers (0 = cluster.port). */
+  dns_port: number;
   etcd: {
     /** Client URLs of an etcd that the user runs. */
     endpoints: string[];

@@ -61,7 +61,19 @@ export async function startClusterEtcd(cfg: Config, log: Logger): Promise<Cluste
   } else if (c.seeds.length > 0) {
     const urls = await seedEtcd(cfg, log);
     log.info('cluster.etcd_member_join', { data_dir: dataDir, cluster_etcd: urls });
-    member = await joinManagedEtcd({ ...base, clientUrls: urls });
+    // etcd refuses a member add while its last new member is younger than 5 s
+    // ("unhealthy cluster"): cores started together join one after the other.
+    const until = Date.now() + 30_000;
+    for (;;) {
+      try {
+        member = await joinManagedEtcd({ ...base, clientUrls: urls });
+        break;
+      } catch (e) {
+        if (!/unhealthy cluster/.test((e as Error).message) || Date.now() > until) throw e;
+        log.info('cluster.etcd_member_join_wait', { detail: 'etcd accepts no new member yet (the last one joined under 5 s ago); trying again' });
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   } else {
     log.info('cluster.etcd_member_new', { data_dir: dataDir });
     member = await startManagedEtcd({ ...base, clusterState: 'new' });

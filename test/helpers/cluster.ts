@@ -216,11 +216,14 @@ export class ClusterNode {
   }
 }
 
-/** Nodes stopped (SIGKILL) and removed after the enclosing describe, even when a test failed. */
+/**
+ * Nodes stopped and removed after the enclosing describe, even when a test failed: SIGTERM
+ * (so that a managed node stops its etcd member too), SIGKILL after 10 s.
+ */
 export function useNodes(): { node(spec: NodeSpec): ClusterNode; start(spec: NodeSpec): Promise<ClusterNode>; all: ClusterNode[] } {
   const all: ClusterNode[] = [];
   after(async () => {
-    await Promise.all(all.map((n) => n.kill()));
+    await Promise.all(all.map((n) => n.stop(10_000)));
     for (const n of all) n.remove();
   });
   return {

@@ -1,0 +1,109 @@
+// Cores with their own managed etcd members (--etcd-managed): the first starts a one-member
+// etcd, the next ones join it with member add (--seeds); a restarted core keeps its member;
+// with 3 managed cores one may stop with no loss of service. Also: DNS discovery (A records)
+// and inter-node links over TLS (cluster.tls).
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { listMembers } from '../src/cluster/etcd/members.js';
+import { eventually, useNodes, type ClusterNode } from './helpers/cluster.js';
+import { Clients, inbox, uid } from './helpers/clients.js';
+import { makeTestPki } from './helpers/certs.js';
+
+const T = { timeout: 120_000 };
+
+async function routed(on: ClusterNode, topic: string, to: ClusterNode): Promise<void> {
+  await eventually(async () => ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes.includes(to.name),
+    `${on.name} routing ${topic} to ${to.name}`);
+}
+
+async function passes(from: ClusterNode, to: ClusterNode, clients: Clients, label: string): Promise<void> {
+  const topic = `m/${process.pid}/${label}`;
+  const sub = await clients.mqtt(to.url, { protocolVersion: 5, clientId: uid('ms') });
+  const got = inbox(sub);
+  await sub.subscribeAsync(topic, { qos: 1 });
+  await routed(from, topic, to);
+  const pub = await clients.mqtt(from.url, { protocolVersion: 5, clientId: uid('mp') });
+  await pub.publishAsync(topic, label, { qos: 1 });
+  await eventually(() => got.length === 1, `${label}: the message from ${from.name} on ${to.name}`);
+  await sub.endAsync();
+  await pub.endAsync();
+}
+
+describe('managed etcd: cores that run their own etcd members', () => {
+  const nodes = useNodes();
+  const clients = new Clients();
+  after(() => clients.closeAll());
+  let M1: ClusterNode;
+  let M2: ClusterNode;
+  let M3: ClusterNode;
+  const etcdUrl = (n: ClusterNode): string => `http://127.0.0.1:${n.etcdClientPort}`;
+
+  test('the first managed core starts a one-member etcd; a second one with --seeds joins it (member add)', T, async () => {
+    M1 = await nodes.start({ role: 'core', name: 'm1', managed: true, workers: 1 });
+    M2 = await nodes.start({ role: 'core', name: 'm2', managed: true, seeds: [M1.clusterAddress], workers: 1 });
+    const members = await listMembers([etcdUrl(M1)]);
+    assert.deepEqual(members.map((m) => m.name).sort(), [M1.name, M2.name].sort());
+    assert.ok(members.every((m) => m.started && !m.isLearner));
+    assert.ok(M2.lines('cluster.etcd_member_join').length === 1, 'M2 joined by member add');
+    await passes(M1, M2, clients, 'm1-m2');
+    await passes(M2, M1, clients, 'm2-m1');
+  });
+
+  test('a third managed core joins; a restarted core starts its member again from its data dir', T, async () => {
+    M3 = await nodes.start({ role: 'core', name: 'm3', managed: true, seeds: [M2.clusterAddress], workers: 1 });
+    assert.equal((await listMembers([etcdUrl(M3)])).length, 3);
+    const e = await M2.stop();
+    assert.equal(e.code, 0);
+    await M2.start();
+    assert.equal(M2.lines('cluster.etcd_member_restart').length, 1, 'started its member again');
+    assert.equal((await listMembers([etcdUrl(M1)])).length, 3, 'no member added twice');
+    await passes(M3, M2, clients, 'm3-m2');
+  });
+
+  test('with three managed cores, one stopping leaves etcd and the cluster serving', T, async () => {
+    assert.equal((await M1.stop()).code, 0);
+    await passes(M2, M3, clients, 'after-m1');
+    const v = (await M3.get('/api/v1/cluster')).body as { nodes: { name: string; status: string }[] };
+    assert.equal(v.nodes.find((n) => n.name === M2.name)?.status, 'running');
+    assert.equal((await M3.status())['status'], 'running');
+  });
+});
+
+describe('DNS discovery and TLS between nodes', () => {
+  const nodes = useNodes();
+  const clients = new Clients();
+  after(() => clients.closeAll());
+  const pki = mkdtempSync(join(tmpdir(), 'fleetmq-cluster-pki-'));
+  after(() => rmSync(pki, { recursive: true, force: true }));
+
+  test('a replicant with discovery "dns" finds its core by the A records of a name (localhost)', T, async () => {
+    const C = await nodes.start({ role: 'core', name: 'dc', managed: true, workers: 1 });
+    const R = await nodes.start({
+      role: 'replicant', name: 'dr', workers: 1, args: ['--discovery', 'dns', '--dns-name', 'localhost'],
+      env: { FLEETMQ_CLUSTER__DNS_PORT: String(C.clusterPort) },
+    });
+    assert.equal(((await R.status())['cluster'] as { core: string }).core, C.name);
+    await passes(R, C, clients, 'dns');
+  });
+
+  test('cluster.tls: cores and replicants talk over TLS with the node certificate; a node without it is refused', T, async () => {
+    makeTestPki(pki, 'fleetmq test CA');
+    const tlsEnv = {
+      FLEETMQ_CLUSTER__TLS: 'true', FLEETMQ_LISTENERS__TLS__CERT: join(pki, 'server.crt'),
+      FLEETMQ_LISTENERS__TLS__KEY: join(pki, 'server.key'), FLEETMQ_LISTENERS__TLS__CA: join(pki, 'ca.crt'),
+    };
+    const C = await nodes.start({ role: 'core', name: 'tc', managed: true, workers: 1, env: tlsEnv });
+    const R = await nodes.start({ role: 'replicant', name: 'tr', workers: 1, seeds: [C.clusterAddress], env: tlsEnv });
+    await passes(C, R, clients, 'tls-c-r');
+    await passes(R, C, clients, 'tls-r-c');
+    const plain = nodes.node({ role: 'replicant', name: 'tp', workers: 1, seeds: [C.clusterAddress] });
+    await plain.start(1).catch(() => undefined);
+    await eventually(() => plain.lines('cluster.core_unreachable').length > 0, 'the plain node failing to reach the TLS core', 15_000);
+    const v = (await C.get('/api/v1/cluster')).body as { nodes: { name: string }[] };
+    assert.equal(v.nodes.some((n) => n.name === plain.name), false);
+    await plain.kill();
+  });
+});
