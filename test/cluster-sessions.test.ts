@@ -121,4 +121,25 @@ describe('cluster sessions: 2 cores and a replicant', () => {
       assert.equal((await survivor.next(3000))?.cmd, 'pingresp');
     }
   });
+
+  test('[MQTT-4.3.2-?] QoS 1 between nodes: the PUBACK waits until the subscriber\'s node holds the message', T, async () => {
+    const topic = `hold/${process.pid}`;
+    const sub = await clients.mqtt(B.url, { protocolVersion: 5, clientId: uid('hs') });
+    const got: string[] = [];
+    sub.on('message', (_t, p) => got.push(String(p)));
+    await sub.subscribeAsync(topic, { qos: 1 });
+    await routed(A, topic, B);
+    const { c: pub } = await clients.rawConnect(A.mqttPort, 5, { clientId: uid('hp') });
+    process.kill(B.proc!.pid!, 'SIGSTOP');
+    try {
+      pub.send({ cmd: 'publish', topic, payload: Buffer.from('held'), qos: 1, messageId: 7 } as never);
+      await assert.rejects(pub.next(1200), /no packet within/, 'no PUBACK while B cannot take the message');
+    } finally {
+      process.kill(B.proc!.pid!, 'SIGCONT');
+    }
+    const ack = await pub.next(5000);
+    assert.equal(ack?.cmd, 'puback');
+    assert.equal((ack as { messageId?: number }).messageId, 7);
+    await eventually(() => got.includes('held'), 'the message on B');
+  });
 });
