@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the CI checks use, only those missing:
-# mosquitto-clients, mosquitto, openssl, make, gcc, g++, python3. One `apt-get update`,
+# mosquitto-clients, mosquitto, etcd-server (the cluster tests start their own members of
+# /usr/bin/etcd), openssl, make, gcc, g++, python3. One `apt-get update`,
 # `sudo` only when not root. Run by scripts/test-setup.sh and by .ci/run.
 set -euo pipefail
 
 say() { printf 'system-deps: %s\n' "$*" >&2; }
 
-PACKAGES=(mosquitto-clients mosquitto openssl make gcc g++ python3)
+PACKAGES=(mosquitto-clients mosquitto etcd-server openssl make gcc g++ python3)
 
 # Is Debian package $1 installed? Without dpkg, look for the programs instead.
 have_package() {
@@ -52,6 +53,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
       ${sudo[@]+"${sudo[@]}"} update-rc.d mosquitto disable >/dev/null 2>&1 || true
     fi
     say "stopped and disabled the mosquitto system service (it would hold port 1883)"
+  fi
+  # Likewise etcd-server starts a system etcd on 2379/2380; the tests run their own members.
+  if [[ " ${missing[*]} " == *' etcd-server '* ]]; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      ${sudo[@]+"${sudo[@]}"} systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/etcd ]; then
+      ${sudo[@]+"${sudo[@]}"} /etc/init.d/etcd stop >/dev/null 2>&1 || true
+      ${sudo[@]+"${sudo[@]}"} update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
+    say "stopped and disabled the etcd system service (the tests start their own members)"
   fi
 fi
 

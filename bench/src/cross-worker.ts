@@ -24,7 +24,6 @@
 // cross/same ratio of broker CPU µs per message; progress goes to stderr.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,7 +31,8 @@ import { clockTicks } from './compare/procfs.js';
 import { freePort } from './compare/brokers.js';
 import { addEncoded, encode, newHist, record, summary, type LatencySummary } from './hist.js';
 import { getJson } from './local.js';
-import { DISCONNECT, encodeConnect, encodeSubscribe, publishTemplate, type PublishTemplate } from './mqtt.js';
+import { encodeSubscribe, publishTemplate, type PublishTemplate } from './mqtt.js';
+import { Conn, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, sleep, withTimeout } from './load-conn.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -54,31 +54,9 @@ interface Options {
   json: string | null;
 }
 
-// ---------------------------------------------------------------- small helpers
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const nowNs = (): bigint => process.hrtime.bigint();
-
 function log(line: string): void {
   process.stderr.write(`[cross-worker] ${line}\n`);
 }
-
-/** Rejects after `ms` with `what` in the message. */
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-
 
 // ---------------------------------------------------------------- /proc
 
@@ -202,122 +180,6 @@ type FromClient =
   | { t: 'tick'; sec: number; sent: number; recv: number }
   | { t: 'result'; r: ClientResult }
   | { t: 'error'; message: string };
-
-// ---------------------------------------------------------------- load process: a minimal MQTT 3.1.1 client
-const WRITE_BOUND = 4 << 20;
-
-class Conn {
-  readonly sock: net.Socket;
-  private rest: Buffer | null = null;
-  private waiting: Array<{ type: number; resolve: (b: Buffer) => void }> = [];
-  private closedP: Promise<void>;
-  onPublish: ((b: Buffer, payOff: number) => void) | null = null;
-  pubacks = 0;
-
-  constructor(port: number) {
-    this.sock = net.connect({ host: HOST, port });
-    this.sock.setNoDelay(true);
-    this.sock.on('data', (d: Buffer) => this.feed(d));
-    this.sock.on('error', () => {});
-    this.closedP = new Promise((r) => this.sock.once('close', () => r()));
-  }
-
-  /** Resolves with the next packet of `type` (4-bit packet type). */
-  next(type: number, what: string, ms = 10_000): Promise<Buffer> {
-    return withTimeout(new Promise<Buffer>((r) => this.waiting.push({ type, resolve: r })), ms, what);
-  }
-
-  closed(): Promise<void> {
-    return this.closedP;
-  }
-
-  private feed(d: Buffer): void {
-    const b = this.rest === null ? d : Buffer.concat([this.rest, d]);
-    let p = 0;
-    for (;;) {
-      if (b.length - p < 2) break;
-      let rl = 0;
-      let mul = 1;
-      let q = p + 1;
-      let ok = false;
-      for (let k = 0; k < 4 && q < b.length; k++) {
-        const x = b[q++]!;
-        rl += (x & 0x7f) * mul;
-        mul *= 128;
-        if ((x & 0x80) === 0) {
-          ok = true;
-          break;
-        }
-      }
-      if (!ok || q + rl > b.length) break;
-      this.packet(b, p, q, q + rl);
-      p = q + rl;
-    }
-    this.rest = p < b.length ? b.subarray(p) : null;
-    if (this.rest !== null && p > 0) this.rest = Buffer.from(this.rest); // do not pin the whole chunk
-  }
-
-  /** One packet: fixed header at `p`, variable header at `v`, end at `end`. */
-  private packet(b: Buffer, p: number, v: number, end: number): void {
-    const h = b[p]!;
-    const type = h >> 4;
-    if (type === 3) {
-      const qos = (h >> 1) & 3;
-      const tl = b.readUInt16BE(v);
-      let off = v + 2 + tl;
-      if (qos > 0) {
-        const pid = b.readUInt16BE(off);
-        off += 2;
-        this.sock.write(Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]));
-      }
-      this.onPublish?.(b, off);
-      return;
-    }
-    if (type === 4) {
-      this.pubacks++;
-      return;
-    }
-    const i = this.waiting.findIndex((w) => w.type === type);
-    if (i >= 0) {
-      const w = this.waiting[i]!;
-      this.waiting.splice(i, 1);
-      w.resolve(Buffer.from(b.subarray(p, end)));
-    }
-  }
-}
-
-async function mqttConnect(port: number, clientId: string): Promise<Conn> {
-  const c = new Conn(port);
-  try {
-    await withTimeout(new Promise<void>((r, reject) => {
-      c.sock.once('connect', () => r());
-      c.sock.once('error', reject);
-    }), 10_000, `${clientId}: TCP connect`);
-    const ack = c.next(2, `${clientId}: CONNACK`);
-    c.sock.write(encodeConnect({ V: 4, clientId, clean: true, keepalive: 0, username: null, password: null, sessionExpiry: 0 }));
-    const connack = await ack;
-    if (connack[3] !== 0) throw new Error(`${clientId}: CONNACK return code ${connack[3]}`);
-    return c;
-  } catch (e) {
-    c.sock.destroy();
-    throw e;
-  }
-}
-
-/** DISCONNECT, then wait until the broker has closed the socket (so it has dropped the session). */
-async function mqttDisconnect(c: Conn): Promise<void> {
-  c.sock.end(DISCONNECT);
-  await withTimeout(c.closed(), 5_000, 'close after DISCONNECT').catch(() => c.sock.destroy());
-}
-
-/** Runs `f` over `items` with at most `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, f: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await f(items[next++]!);
-  });
-  await Promise.all(lanes);
-}
 
 interface ClientRow {
   clientId?: unknown;

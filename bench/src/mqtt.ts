@@ -34,6 +34,11 @@ export function encodeSubscribe(V: 3 | 4 | 5, messageId: number, filter: string,
   return mqttPacket.generate({ cmd: 'subscribe', messageId, subscriptions: [{ topic: filter, qos }] }, { protocolVersion: V });
 }
 
+/** One SUBSCRIBE carrying several filters, all at `qos`. */
+export function encodeSubscribeMany(V: 3 | 4 | 5, messageId: number, filters: readonly string[], qos: 0 | 1 | 2): Buffer {
+  return mqttPacket.generate({ cmd: 'subscribe', messageId, subscriptions: filters.map((topic) => ({ topic, qos })) }, { protocolVersion: V });
+}
+
 export const PINGREQ = Buffer.from([0xc0, 0x00]);
 export const DISCONNECT = Buffer.from([0xe0, 0x00]);
 

@@ -47,6 +47,8 @@ export class NodeSetWriter {
   private readonly free: number[] = [];
   private readonly quarantine: [number, number][] = [];
   private next = 1;
+  /** slot → id of the set holding just that slot (0: none yet); the common case, without a key string. */
+  private readonly single = new Int32Array(MAX_NODES);
 
   constructor(sab: SharedArrayBuffer) {
     this.words = new Int32Array(sab);
@@ -55,6 +57,13 @@ export class NodeSetWriter {
   /** The id of the set `slots` (sorted or not), with one more reference; 0 for the empty set. */
   acquire(slots: readonly number[]): number {
     if (slots.length === 0) return 0;
+    if (slots.length === 1) {
+      const id = this.single[slots[0]!] ?? 0;
+      if (id !== 0) {
+        this.refs[id]!++;
+        return id;
+      }
+    }
     const key = [...slots].sort((a, b) => a - b).join(',');
     let id = this.ids.get(key);
     if (id === undefined) {
@@ -67,6 +76,7 @@ export class NodeSetWriter {
       }
       this.ids.set(key, id);
       this.keys[id] = key;
+      if (slots.length === 1) this.single[slots[0]!] = id;
     }
     this.refs[id]!++;
     return id;
@@ -76,7 +86,10 @@ export class NodeSetWriter {
     if (id === 0) return;
     if (--this.refs[id]! > 0) return;
     const key = this.keys[id];
-    if (key !== null && key !== undefined) this.ids.delete(key);
+    if (key !== null && key !== undefined) {
+      this.ids.delete(key);
+      if (!key.includes(',')) this.single[Number(key)] = 0;
+    }
     this.keys[id] = null;
     this.quarantine.push([id, Date.now() + QUARANTINE_MS]);
   }

@@ -2,7 +2,6 @@
 // $share/<group>/<filter>), the set of other nodes that hold it. The local node's own
 // routes are in the shard too (they come back from etcd) and are skipped: local routing
 // uses the workers' bits.
-import { splitRouteShardKey } from './keys.js';
 import type { ShardChange } from './shard.js';
 
 export interface RemoteRouteTarget {
@@ -10,9 +9,19 @@ export interface RemoteRouteTarget {
   setRemote(routeKey: string, slots: readonly number[]): void;
 }
 
+/**
+ * Holders of one route key: most routes are held by one node once, kept as a number
+ * (slot × HOLDER_COUNT + count) so that a million routes cost no million Maps; a route held
+ * by several nodes (or by one node under two incarnations) gets a Map slot → count.
+ */
+type Holders = number | Map<number, number>;
+const HOLDER_COUNT = 1 << 16;
+
 export class RemoteRoutes {
-  /** route key → node slot → incarnations of that node holding it. */
-  private readonly holders = new Map<string, Map<number, number>>();
+  /** route key → holders (node slot → incarnations of that node holding it). */
+  private readonly holders = new Map<string, Holders>();
+  /** One reused array for the common single-holder call of setRemote (the target copies it). */
+  private readonly one: number[] = [0];
   changes = 0;
 
   constructor(
@@ -22,26 +31,68 @@ export class RemoteRoutes {
   ) {}
 
   apply(change: ShardChange, before: ReadonlyMap<string, Buffer>): void {
+    // A first bootstrap (nothing held yet) touches every route it holds afterwards: no set of
+    // touched keys then (a million of them cost as much as the holders map itself).
+    const fresh = this.holders.size === 0;
     const touched = new Set<string>();
+    // Keys come grouped by node (<node>\0<inc>\0<route>): look its slot up once per run.
+    let lastNode = '';
+    let lastSlot = -1;
     for (const op of change.ops) {
-      const p = splitRouteShardKey(op.k);
-      if (!p || p.node === this.self) continue;
-      const had = before.has(op.k);
+      const k = op.k;
+      const a = k.indexOf('\u0000');
+      const b = a < 0 ? -1 : k.indexOf('\u0000', a + 1);
+      if (b < 0) continue;
+      if (a !== lastNode.length || !k.startsWith(lastNode)) {
+        lastNode = k.slice(0, a);
+        lastSlot = lastNode === this.self ? -1 : this.slotOf(lastNode);
+      }
+      const slot = lastSlot;
+      if (slot < 0) continue; // this node's own routes, or a node without a slot
+      const had = before.has(k);
       const has = op.v !== null;
       if (had === has) continue;
-      const slot = this.slotOf(p.node);
-      if (slot < 0) continue;
-      let m = this.holders.get(p.route);
-      if (!m) this.holders.set(p.route, (m = new Map()));
-      const n = (m.get(slot) ?? 0) + (has ? 1 : -1);
-      if (n > 0) m.set(slot, n);
-      else m.delete(slot);
-      if (m.size === 0) this.holders.delete(p.route);
-      touched.add(p.route);
+      const route = k.slice(b + 1);
+      this.bump(route, slot, has ? 1 : -1);
+      if (!fresh) touched.add(route);
     }
-    for (const route of touched) {
+    for (const route of fresh ? this.holders.keys() : touched) {
       this.changes++;
-      this.target.setRemote(route, [...(this.holders.get(route)?.keys() ?? [])]);
+      const h = this.holders.get(route);
+      if (h === undefined) this.target.setRemote(route, []);
+      else if (typeof h === 'number') {
+        this.one[0] = Math.floor(h / HOLDER_COUNT);
+        this.target.setRemote(route, this.one);
+      } else this.target.setRemote(route, [...h.keys()]);
+    }
+  }
+
+  private bump(route: string, slot: number, d: 1 | -1): void {
+    const h = this.holders.get(route);
+    if (h === undefined) {
+      if (d > 0) this.holders.set(route, slot * HOLDER_COUNT + 1);
+      return;
+    }
+    if (typeof h === 'number') {
+      const hs = Math.floor(h / HOLDER_COUNT);
+      const n = h % HOLDER_COUNT;
+      if (hs === slot) {
+        if (n + d <= 0) this.holders.delete(route);
+        else if (n + d < HOLDER_COUNT) this.holders.set(route, h + d);
+        else this.holders.set(route, new Map([[slot, n + d]]));
+        return;
+      }
+      if (d < 0) return;
+      this.holders.set(route, new Map([[hs, n], [slot, 1]]));
+      return;
+    }
+    const n = (h.get(slot) ?? 0) + d;
+    if (n > 0) h.set(slot, n);
+    else h.delete(slot);
+    if (h.size === 0) this.holders.delete(route);
+    else if (h.size === 1) {
+      const [[s1, n1]] = [...h] as [[number, number]];
+      if (n1 < HOLDER_COUNT) this.holders.set(route, s1 * HOLDER_COUNT + n1);
     }
   }
 
@@ -53,7 +104,9 @@ export class RemoteRoutes {
 
   /** Remote holders of a route key (for tests and the API). */
   nodesOf(routeKey: string): number[] {
-    return [...(this.holders.get(routeKey)?.keys() ?? [])];
+    const h = this.holders.get(routeKey);
+    if (h === undefined) return [];
+    return typeof h === 'number' ? [Math.floor(h / HOLDER_COUNT)] : [...h.keys()];
   }
 
   get routes(): number {

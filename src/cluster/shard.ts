@@ -43,6 +43,8 @@ export interface ShardLogLimits {
   maxBytes: number;
 }
 
+const NOTHING_BEFORE: ReadonlyMap<string, Buffer> = new Map();
+
 const DEFAULT_LIMITS: ShardLogLimits = { maxChanges: 100_000, maxBytes: 64 * 1024 * 1024 };
 
 function changeBytes(c: ShardChange): number {
@@ -85,21 +87,58 @@ export class ShardState {
    * change: sets for every key of the snapshot, deletes for every key it lacks.
    */
   reset(entries: Iterable<readonly [string, Buffer]>, rev: number, ts = Date.now()): void {
-    const next = new Map<string, Buffer>();
-    for (const [k, v] of entries) next.set(k, v);
     const ops: KvOp[] = [];
-    for (const k of this.data.keys()) if (!next.has(k)) ops.push({ k, v: null });
-    for (const [k, v] of next) {
-      const old = this.data.get(k);
-      if (old === undefined || !old.equals(v)) ops.push({ k, v });
+    let before: Map<string, Buffer>;
+    if (this.data.size === 0) {
+      // First bootstrap (the usual case, and the big one): every entry is a set, nothing was before.
+      before = new Map();
+      for (const [k, v] of entries) {
+        const n: number = this.data.size;
+        this.data.set(k, v);
+        if (this.data.size !== n) ops.push({ k, v });
+      }
+    } else {
+      const next = new Map<string, Buffer>();
+      for (const [k, v] of entries) next.set(k, v);
+      for (const k of this.data.keys()) if (!next.has(k)) ops.push({ k, v: null });
+      for (const [k, v] of next) {
+        const old = this.data.get(k);
+        if (old === undefined || !old.equals(v)) ops.push({ k, v });
+      }
+      before = new Map<string, Buffer>();
+      for (const op of ops) {
+        const old = this.data.get(op.k);
+        if (old !== undefined) before.set(op.k, old);
+      }
+      this.data.clear();
+      for (const [k, v] of next) this.data.set(k, v);
     }
-    const before = new Map<string, Buffer>();
+    this.based(rev, ts);
+    if (ops.length > 0) for (const f of this.listeners) f({ rev, ts, ops }, before);
+  }
+
+  /**
+   * A first bootstrap in pieces (the shard must be empty; a replicant applies each batch of
+   * its snapshot as it arrives, so that decoding overlaps the transfer): the sets of one
+   * batch, seen by listeners as a change with nothing before. `loadedAt` ends it.
+   */
+  loadPart(ops: readonly KvOp[]): void {
+    const sets: KvOp[] = [];
     for (const op of ops) {
-      const old = this.data.get(op.k);
-      if (old !== undefined) before.set(op.k, old);
+      if (op.v === null) continue;
+      const n: number = this.data.size;
+      this.data.set(op.k, op.v);
+      if (this.data.size !== n) sets.push(op);
     }
-    this.data.clear();
-    for (const [k, v] of next) this.data.set(k, v);
+    if (sets.length > 0) for (const f of this.listeners) f({ rev: this.rev, ts: Date.now(), ops: sets }, NOTHING_BEFORE);
+  }
+
+  /** Ends a bootstrap made by loadPart: the shard now stands at snapshot revision `rev`. */
+  loadedAt(rev: number, ts = Date.now()): void {
+    this.based(rev, ts);
+  }
+
+  private based(rev: number, ts: number): void {
     this.rev = rev;
     this.ts = ts;
     this.sourceRev = Math.max(this.sourceRev, rev);
@@ -108,7 +147,6 @@ export class ShardState {
     this.log.length = 0;
     this.logHead = 0;
     this.logBytes = 0;
-    if (ops.length > 0) for (const f of this.listeners) f({ rev, ts, ops }, before);
   }
 
   /** Applies one change (its rev must be above the current one; older ones are ignored). */

@@ -205,13 +205,13 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   };
 }
 
-/** /status's cluster part: role, etcd (cores) or core (replicants), shard lag; never waits long. */
+/** /status's cluster part: role, etcd (cores) or core (replicants), route counts (this node's and other nodes'), shard lag; never waits long. */
 async function clusterSummary(pool: WorkerPool | null): Promise<unknown> {
   if (!pool) return { state: 'starting' };
   const st = (await pool.cluster({ type: 'clusterStats' }, 500)) as Record<string, unknown> | null;
   if (!st) return { state: 'unknown', detail: 'the replication thread did not answer' };
-  const { role, status, etcd, core, replicants, pending_writes, shards } = st;
-  return { role, state: status, etcd, core, replicants, pending_writes, shards };
+  const { role, status, etcd, core, replicants, pending_writes, shards, routes } = st;
+  return { role, state: status, etcd, core, replicants, pending_writes, routes, shards };
 }
 
 /** The cluster's API: GET /api/v1/cluster; POST /api/v1/cluster/join|leave|force-leave. */

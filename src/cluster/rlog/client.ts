@@ -44,7 +44,7 @@ export class RlogClient {
   core: string | null = null;
   lease: string | null = null;
   private stopped = false;
-  private readonly snap = new Map<ShardName, { rev: number; total: number; entries: [string, Buffer][]; t0: number; lastLog: number }>();
+  private readonly snap = new Map<ShardName, { rev: number; total: number; entries: [string, Buffer][]; received: number; inPlace: boolean; t0: number; lastLog: number }>();
   /** Writes not answered yet, oldest first: resent in order on the next link. */
   private readonly writes: PendingWrite[] = [];
   private connecting: Promise<void> | null = null;
@@ -149,17 +149,23 @@ export class RlogClient {
     switch (type) {
       case F_SNAP_BEGIN: {
         shard.bootstrapping = true;
-        this.snap.set(name, { rev: body.readDoubleBE(1), total: body.readUInt32BE(9), entries: [], t0: Date.now(), lastLog: Date.now() });
+        // An empty shard (first bootstrap) takes each batch as it comes; one that holds data
+        // (a re-bootstrap) collects the snapshot and swaps it in at the end, as one diff.
+        const inPlace = shard.data.size === 0;
+        this.snap.set(name, { rev: body.readDoubleBE(1), total: body.readUInt32BE(9), entries: [], received: 0, inPlace, t0: Date.now(), lastLog: Date.now() });
         return;
       }
       case F_SNAP_DATA: {
         const s = this.snap.get(name);
         if (!s) return;
-        for (const op of readOps(body, 1).ops) if (op.v !== null) s.entries.push([op.k, op.v]);
+        const ops = readOps(body, 1).ops;
+        s.received += ops.length;
+        if (s.inPlace) shard.loadPart(ops);
+        else for (const op of ops) if (op.v !== null) s.entries.push([op.k, op.v]);
         const now = Date.now();
         if (now - s.lastLog >= 1000) {
           s.lastLog = now;
-          this.o.log.info('cluster.bootstrap_progress', { shard: name, received: s.entries.length, total: s.total });
+          this.o.log.info('cluster.bootstrap_progress', { shard: name, received: s.received, total: s.total });
         }
         return;
       }
@@ -168,8 +174,9 @@ export class RlogClient {
         if (!s) return;
         this.snap.delete(name);
         shard.bootstrapping = false;
-        shard.reset(s.entries, s.rev);
-        this.o.log.info('cluster.shard_bootstrapped', { shard: name, revision: s.rev, keys: s.entries.length, ms: Date.now() - s.t0 });
+        if (s.inPlace) shard.loadedAt(s.rev);
+        else shard.reset(s.entries, s.rev);
+        this.o.log.info('cluster.shard_bootstrapped', { shard: name, revision: s.rev, keys: shard.data.size, ms: Date.now() - s.t0 });
         this.markLoaded(name);
         return;
       }
