@@ -375,7 +375,10 @@ interface P2pRow {
 async function p2p(argv: string[], workers: number): Promise<{ rows: P2pRow[]; summary: Record<string, unknown>; lines: string[] }> {
   const pairs = num(argv, '--pairs', 50);
   const rate = num(argv, '--rate', 20_000);
-  const qoss = ints(argv, '--qos', '0,1').map((q) => (q === 1 ? 1 : 0) as 0 | 1);
+  const qoss = list(argv, '--qos', '0,1').map((q) => {
+    if (q !== '0' && q !== '1') throw new Error(`--qos: 0 and/or 1, comma-separated (got ${q})`);
+    return Number(q) as 0 | 1;
+  });
   const duration = num(argv, '--duration', 10);
   const warmup = num(argv, '--warmup', 2);
   const rounds = num(argv, '--rounds', 2);

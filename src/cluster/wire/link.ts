@@ -348,13 +348,17 @@ export interface ConnectOptions extends LinkIdentity {
 export function connectLink(o: ConnectOptions): Promise<Link> {
   const remote = `${o.host}:${o.port}`;
   return new Promise<Link>((resolve, reject) => {
-    const onConnectError = (e: Error): void => reject(new LinkError(`cannot connect to ${remote}: ${e.message}`, 'CLUSTER_CONNECT_FAILED'));
+    let ctimer: NodeJS.Timeout | undefined;
+    const onConnectError = (e: Error): void => {
+      clearTimeout(ctimer);
+      reject(new LinkError(`cannot connect to ${remote}: ${e.message}`, 'CLUSTER_CONNECT_FAILED'));
+    };
     const socket: Socket = o.tls
       ? tls.connect({ host: o.host, port: o.port, cert: o.tls.cert, key: o.tls.key, ca: o.tls.ca, checkServerIdentity: () => undefined })
       : net.connect({ host: o.host, port: o.port });
     socket.setNoDelay(true);
     socket.once('error', onConnectError);
-    const ctimer = setTimeout(() => {
+    ctimer = setTimeout(() => {
       socket.destroy();
       reject(new LinkError(`cannot connect to ${remote}: timeout`, 'CLUSTER_CONNECT_FAILED'));
     }, o.connectTimeoutMs ?? 3000);
@@ -362,6 +366,8 @@ export function connectLink(o: ConnectOptions): Promise<Link> {
       clearTimeout(ctimer);
       socket.off('error', onConnectError);
       void clientHandshake(socket, o, remote).then(resolve, (e: Error) => {
+        // A reset from the peer after its refusal must not become an unhandled 'error'.
+        socket.on('error', () => {});
         // end(), not destroy(): what we wrote last (our proof) still goes out.
         socket.end();
         setTimeout(() => socket.destroy(), 500).unref();
