@@ -899,7 +899,7 @@ describe('NodeRoutes', () => {
     assert.deepEqual(h.commits, [[0, 1]]);
   });
 
-  it('a failed write neither escapes as a rejection nor loses its routes', { todo: 'bug: NodeRoutes.flush() lets a writer rejection escape (void) and drops the batch' }, async () => {
+  it('a failed write neither escapes as a rejection nor loses its routes', async () => {
     const written: string[] = [];
     let calls = 0;
     const commits: [number, number][] = [];

@@ -108,6 +108,9 @@ export class NodeRoutes {
     }, this.batchMs);
   }
 
+  /** Writes that failed and were tried again. */
+  writeRetries = 0;
+
   /** Writes what changed as log entries, one at a time. */
   private async flush(): Promise<void> {
     if (this.writing) return;
@@ -127,7 +130,18 @@ export class NodeRoutes {
         for (let i = 0; i < ops.length; i += MAX_BATCH_OPS) {
           const entry = ops.slice(i, i + MAX_BATCH_OPS);
           const seq = this.nextSeq++;
-          await this.writer(seq, entry);
+          // A refused or failed write is tried again (same seq, same ops) until it lands:
+          // the routes of this batch are already counted as sent, so dropping it would
+          // lose them, and a rejection here would escape through kick()'s `void`.
+          for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+            try {
+              await this.writer(seq, entry);
+              break;
+            } catch {
+              this.writeRetries++;
+              await new Promise<void>((r) => setTimeout(r, delay).unref());
+            }
+          }
           this.batchesWritten++;
           this.opsWritten += entry.length;
           this.afterBatch?.(seq);
