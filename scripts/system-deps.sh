@@ -43,26 +43,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # The mosquitto package starts a system broker on port 1883; the tests start their own
-  # mosquitto when they need one, and fleetmq's default port is 1883 too. Stop it.
-  if [[ " ${missing[*]} " == *' mosquitto '* ]]; then
+  # Debian starts a service for some packages; the tests run their own instances instead.
+  # stop_service PACKAGE SERVICE WHY: stops and disables SERVICE if PACKAGE was just installed.
+  stop_service() {
+    [[ " ${missing[*]} " == *" $1 "* ]] || return 0
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-      ${sudo[@]+"${sudo[@]}"} systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
-    elif [ -x /etc/init.d/mosquitto ]; then
-      ${sudo[@]+"${sudo[@]}"} /etc/init.d/mosquitto stop >/dev/null 2>&1 || true
-      ${sudo[@]+"${sudo[@]}"} update-rc.d mosquitto disable >/dev/null 2>&1 || true
+      ${sudo[@]+"${sudo[@]}"} systemctl disable --now "$2.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$2" ]; then
+      ${sudo[@]+"${sudo[@]}"} "/etc/init.d/$2" stop >/dev/null 2>&1 || true
+      ${sudo[@]+"${sudo[@]}"} update-rc.d "$2" disable >/dev/null 2>&1 || true
     fi
-    say "stopped and disabled the mosquitto system service (it would hold port 1883)"
-  fi
-  # Likewise etcd-server starts a system etcd on 2379/2380; the tests run their own members.
-  if [[ " ${missing[*]} " == *' etcd-server '* ]]; then
-    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-      ${sudo[@]+"${sudo[@]}"} systemctl disable --now etcd.service >/dev/null 2>&1 || true
-    elif [ -x /etc/init.d/etcd ]; then
-      ${sudo[@]+"${sudo[@]}"} /etc/init.d/etcd stop >/dev/null 2>&1 || true
-      ${sudo[@]+"${sudo[@]}"} update-rc.d etcd disable >/dev/null 2>&1 || true
-    fi
-    say "stopped and disabled the etcd system service (the tests start their own members)"
-  fi
+    say "stopped and disabled the $2 system service ($3)"
+  }
+  # mosquitto's would hold port 1883, fleetmq's default too; etcd's holds 2379/2380.
+  stop_service mosquitto mosquitto 'it would hold port 1883'
+  stop_service etcd-server etcd 'the tests start their own members'
 fi
 

@@ -37,7 +37,7 @@ import { installSignalHandlers, startChild, stopAll, stopChild, type Child } fro
 import { clockTicks, sampleCpu } from './compare/procfs.js';
 import { encode, newHist, record, summary, type Histogram, type LatencySummary } from './hist.js';
 import { getJson, ints, list, num } from './local.js';
-import { Conn, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, sleep, withTimeout } from './load-conn.js';
+import { Conn, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, sleep, withTimeout } from './load-conn.js';
 import { encodeSubscribe, encodeSubscribeMany, publishTemplate } from './mqtt.js';
 
 const BROKER_MAIN = join(ROOT, 'dist/src/cli/main.js');
@@ -267,58 +267,19 @@ async function runLoad(f: Flow, rate: number, warmupS: number, durationS: number
   };
   for (const s of f.subs) s.onPublish = onPublish;
   const tpl = f.topics.map((t, i) => publishTemplate(4, t, f.qos, f.payload, true, i));
-  const pid = new Uint16Array(f.pubs.length);
-  let sent = 0;
-  let sentM = 0;
-  let skipped = 0;
   let t0 = 0;
   let e0 = 0;
   let w0 = 0n;
-  let cpu = 0;
-  let ecpu = 0;
-  let win = 0;
-  await new Promise<void>((done) => {
-    const timer = setInterval(() => {
-      const t = Number(nowNs() - base);
-      if (w0 === 0n && t >= wStart) {
-        w0 = nowNs();
-        t0 = ticksOf(pids);
-        e0 = etcdPid === null ? 0 : ticksOf([etcdPid]);
-      }
-      const due = Math.floor((Math.min(t, wEnd) / 1e9) * rate);
-      const touched = new Set<Conn>();
-      while (sent < due) {
-        const i = sent % f.pubs.length;
-        const c = f.pubs[i]!;
-        sent++;
-        if (c.sock.writableLength > WRITE_BOUND) {
-          skipped++;
-          continue;
-        }
-        const tp = tpl[i]!;
-        const buf = Buffer.from(tp.buf);
-        if (tp.pidOff >= 0) {
-          pid[i] = pid[i]! === 0xffff ? 1 : pid[i]! + 1;
-          buf.writeUInt16BE(pid[i]!, tp.pidOff);
-        }
-        buf.writeDoubleBE(Number(nowNs() - base), tp.payOff);
-        if (!touched.has(c)) {
-          touched.add(c);
-          c.sock.cork();
-        }
-        c.sock.write(buf);
-        if (t >= wStart) sentM++;
-      }
-      for (const c of touched) c.sock.uncork();
-      if (t >= wEnd) {
-        clearInterval(timer);
-        cpu = (ticksOf(pids) - t0) / CLK;
-        ecpu = etcdPid === null ? 0 : (ticksOf([etcdPid]) - e0) / CLK;
-        win = Number(nowNs() - w0) / 1e9;
-        done();
-      }
-    }, 5);
+  const { sent, sentInWindow: sentM, skipped } = await publishPaced(f.pubs, tpl, rate, base, wStart, wEnd, (t) => {
+    if (w0 === 0n && t >= wStart) {
+      w0 = nowNs();
+      t0 = ticksOf(pids);
+      e0 = etcdPid === null ? 0 : ticksOf([etcdPid]);
+    }
   });
+  const cpu = (ticksOf(pids) - t0) / CLK;
+  const ecpu = etcdPid === null ? 0 : (ticksOf([etcdPid]) - e0) / CLK;
+  const win = Number(nowNs() - w0) / 1e9;
   const drainUntil = Date.now() + 3000;
   const expected = (sent - skipped) * (f.subs.length / f.pubs.length);
   while (recvAll < expected && Date.now() < drainUntil) await sleep(20);

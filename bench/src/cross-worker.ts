@@ -32,7 +32,7 @@ import { freePort } from './compare/brokers.js';
 import { addEncoded, encode, newHist, record, summary, type LatencySummary } from './hist.js';
 import { getJson } from './local.js';
 import { encodeSubscribe, publishTemplate, type PublishTemplate } from './mqtt.js';
-import { Conn, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, sleep, withTimeout } from './load-conn.js';
+import { Conn, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, sleep, withTimeout } from './load-conn.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -298,59 +298,22 @@ async function clientMain(spec: ClientSpec): Promise<void> {
   wStart = run.warmupMs * 1e6;
   wEnd = (run.warmupMs + run.durationMs) * 1e6;
   const tpl: PublishTemplate[] = idx.map((i) => publishTemplate(4, `xw/${i}`, spec.qos, spec.payload, true, i));
-  const pid = new Uint16Array(spec.pairs);
-  let sentAll = 0;
-  let sentM = 0;
-  let skipped = 0;
   let cpu0: NodeJS.CpuUsage | null = null;
-  let cpuUs = 0;
   const startWait = Number(base - nowNs()) / 1e6;
   if (startWait > 0) await sleep(startWait);
 
-  await new Promise<void>((done) => {
-    let lastTick = 0;
-    const timer = setInterval(() => {
-      const t = Number(nowNs() - base);
-      if (cpu0 === null && t >= wStart) cpu0 = process.cpuUsage();
-      const end = Math.min(t, wEnd);
-      const due = Math.floor((end / 1e9) * run.rate);
-      const touched = new Set<Conn>();
-      while (sentAll < due) {
-        const i = sentAll % spec.pairs;
-        const c = pubs[i]!;
-        sentAll++;
-        if (c.sock.writableLength > WRITE_BOUND) {
-          skipped++;
-          continue;
-        }
-        const tp = tpl[i]!;
-        const buf = Buffer.from(tp.buf);
-        if (tp.pidOff >= 0) {
-          pid[i] = pid[i]! === 0xffff ? 1 : pid[i]! + 1;
-          buf.writeUInt16BE(pid[i]!, tp.pidOff);
-        }
-        buf.writeDoubleBE(Number(nowNs() - base), tp.payOff);
-        if (!touched.has(c)) {
-          touched.add(c);
-          c.sock.cork();
-        }
-        c.sock.write(buf);
-        if (t >= wStart) sentM++;
-      }
-      for (const c of touched) c.sock.uncork();
-      const sec = Math.floor(t / 1e9);
-      if (sec > lastTick) {
-        lastTick = sec;
-        send({ t: 'tick', sec, sent: sentAll, recv: recvAll });
-      }
-      if (t >= wEnd) {
-        clearInterval(timer);
-        const c1 = process.cpuUsage(cpu0 ?? undefined);
-        cpuUs = c1.user + c1.system;
-        done();
-      }
-    }, 5);
+  let lastTick = 0;
+  const paced = await publishPaced(pubs, tpl, run.rate, base, wStart, wEnd, (t, p) => {
+    if (cpu0 === null && t >= wStart) cpu0 = process.cpuUsage();
+    const sec = Math.floor(t / 1e9);
+    if (sec > lastTick) {
+      lastTick = sec;
+      send({ t: 'tick', sec, sent: p.sent, recv: recvAll });
+    }
   });
+  const c1 = process.cpuUsage(cpu0 ?? undefined);
+  const cpuUs = c1.user + c1.system;
+  const { sent: sentAll, sentInWindow: sentM, skipped } = paced;
 
   // Drain: wait for the messages still on their way (bounded).
   const drainUntil = Date.now() + run.drainMs;

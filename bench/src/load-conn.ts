@@ -4,7 +4,7 @@
 // SUBACKs to a callback or to whoever waits for the next packet of a type. Plus the small
 // promise helpers these tools share.
 import net from 'node:net';
-import { DISCONNECT, encodeConnect } from './mqtt.js';
+import { DISCONNECT, encodeConnect, type PublishTemplate } from './mqtt.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 export const nowNs = (): bigint => process.hrtime.bigint();
@@ -145,4 +145,63 @@ export async function mqttConnect(port: number, clientId: string, host = '127.0.
 export async function mqttDisconnect(c: Conn): Promise<void> {
   c.sock.end(DISCONNECT);
   await withTimeout(c.closed(), 5_000, 'close after DISCONNECT').catch(() => c.sock.destroy());
+}
+
+export interface Paced {
+  /** Messages due (written or skipped). */
+  sent: number;
+  /** Of those, due inside the measured window (from `wStartNs`). */
+  sentInWindow: number;
+  /** Not written: the publisher's socket held more than WRITE_BOUND bytes. */
+  skipped: number;
+}
+
+/**
+ * Publishes `rate` messages/s in total, round robin over `pubs` (publisher i sends
+ * `tpl[i]`, a fresh packet id for QoS > 0 and the send time in ns since `base` in its
+ * payload), paced by a 5 ms timer from `base` until `wEndNs`; writes of one tick are corked
+ * per socket. `onTick(t, paced)` runs on every tick after its writes. Resolves right after
+ * the last tick.
+ */
+export function publishPaced(
+  pubs: readonly Conn[], tpl: readonly PublishTemplate[], rate: number, base: bigint, wStartNs: number, wEndNs: number,
+  onTick?: (t: number, p: Paced) => void,
+): Promise<Paced> {
+  const pid = new Uint16Array(pubs.length);
+  const p: Paced = { sent: 0, sentInWindow: 0, skipped: 0 };
+  return new Promise<Paced>((done) => {
+    const timer = setInterval(() => {
+      const t = Number(nowNs() - base);
+      const due = Math.floor((Math.min(t, wEndNs) / 1e9) * rate);
+      const touched = new Set<Conn>();
+      while (p.sent < due) {
+        const i = p.sent % pubs.length;
+        const c = pubs[i]!;
+        p.sent++;
+        if (c.sock.writableLength > WRITE_BOUND) {
+          p.skipped++;
+          continue;
+        }
+        const tp = tpl[i]!;
+        const buf = Buffer.from(tp.buf);
+        if (tp.pidOff >= 0) {
+          pid[i] = pid[i]! === 0xffff ? 1 : pid[i]! + 1;
+          buf.writeUInt16BE(pid[i]!, tp.pidOff);
+        }
+        buf.writeDoubleBE(Number(nowNs() - base), tp.payOff);
+        if (!touched.has(c)) {
+          touched.add(c);
+          c.sock.cork();
+        }
+        c.sock.write(buf);
+        if (t >= wStartNs) p.sentInWindow++;
+      }
+      for (const c of touched) c.sock.uncork();
+      onTick?.(t, p);
+      if (t >= wEndNs) {
+        clearInterval(timer);
+        done(p);
+      }
+    }, 5);
+  });
 }

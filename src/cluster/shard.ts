@@ -92,11 +92,7 @@ export class ShardState {
     if (this.data.size === 0) {
       // First bootstrap (the usual case, and the big one): every entry is a set, nothing was before.
       before = new Map();
-      for (const [k, v] of entries) {
-        const n: number = this.data.size;
-        this.data.set(k, v);
-        if (this.data.size !== n) ops.push({ k, v });
-      }
+      for (const [k, v] of entries) this.addNew(k, v, ops);
     } else {
       const next = new Map<string, Buffer>();
       for (const [k, v] of entries) next.set(k, v);
@@ -113,7 +109,7 @@ export class ShardState {
       this.data.clear();
       for (const [k, v] of next) this.data.set(k, v);
     }
-    this.based(rev, ts);
+    this.loadedAt(rev, ts);
     if (ops.length > 0) for (const f of this.listeners) f({ rev, ts, ops }, before);
   }
 
@@ -124,21 +120,19 @@ export class ShardState {
    */
   loadPart(ops: readonly KvOp[]): void {
     const sets: KvOp[] = [];
-    for (const op of ops) {
-      if (op.v === null) continue;
-      const n: number = this.data.size;
-      this.data.set(op.k, op.v);
-      if (this.data.size !== n) sets.push(op);
-    }
+    for (const op of ops) if (op.v !== null) this.addNew(op.k, op.v, sets);
     if (sets.length > 0) for (const f of this.listeners) f({ rev: this.rev, ts: Date.now(), ops: sets }, NOTHING_BEFORE);
   }
 
-  /** Ends a bootstrap made by loadPart: the shard now stands at snapshot revision `rev`. */
-  loadedAt(rev: number, ts = Date.now()): void {
-    this.based(rev, ts);
+  /** Sets `k` (during a bootstrap) and records the set in `ops` when the key is new. */
+  private addNew(k: string, v: Buffer, ops: KvOp[]): void {
+    const n: number = this.data.size;
+    this.data.set(k, v);
+    if (this.data.size !== n) ops.push({ k, v });
   }
 
-  private based(rev: number, ts: number): void {
+  /** The shard now stands at snapshot revision `rev` (the end of reset, or of a bootstrap by loadPart). */
+  loadedAt(rev: number, ts = Date.now()): void {
     this.rev = rev;
     this.ts = ts;
     this.sourceRev = Math.max(this.sourceRev, rev);
