@@ -39,6 +39,20 @@ function groupKeys(m: TrieMatch): string[] {
   return m.groups.map((g) => `${g.group}|${g.route}|${g.mask}`).sort();
 }
 
+test('setRoute returns the route id the filter had before', () => {
+  const w = new TrieWriter({ initialBytes: 64 * 1024, maxBytes: 1 << 20 });
+  assert.equal(w.setRoute('a/+/c', 5), 0);
+  assert.equal(w.setRoute('a/+/c', 9), 5);
+  assert.equal(w.setRoute('a/+/c', 9), 9);
+  assert.equal(w.route('a/+/c'), 9);
+  assert.equal(w.setRoute('a/+/c', 0), 9);
+  assert.equal(w.setRoute('a/+/c', 0), 0, 'cleared: nothing before');
+  assert.equal(w.setRoute('never/seen', 0), 0);
+  assert.equal(w.setRoute('$share/g/x/#', 3), 0);
+  assert.equal(w.setRoute('$share/g/x/#', 4), 3);
+  assert.equal(w.setRoute('x/#', 8), 0, 'the plain filter beside the group has its own id');
+});
+
 test('matching rules equal topicMatches over a seeded random corpus (plain and shared filters)', () => {
   const rnd = prng(0x7a11e);
   const w = new TrieWriter({ initialBytes: 64 * 1024, maxBytes: 64 << 20 });

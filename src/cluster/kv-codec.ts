@@ -45,6 +45,12 @@ export function encodeOps(ops: readonly KvOp[]): Buffer {
 }
 
 /**
+ * The value of every empty set (most route keys): one shared buffer instead of two objects
+ * per op. A zero-length buffer has nothing to overwrite, so sharing it is safe.
+ */
+const EMPTY_VALUE = Buffer.alloc(0);
+
+/**
  * Reads ops from `buf` at `at`; values are copied (the buffer may be reused). Returns the
  * ops and the offset after them. Throws KvCodecError on a truncated or malformed buffer.
  */
@@ -68,7 +74,8 @@ export function readOps(buf: Buffer, at = 0): { ops: KvOp[]; end: number } {
     const vl = buf.readInt32BE(at);
     at += 4;
     let v: Buffer | null = null;
-    if (vl >= 0) {
+    if (vl === 0) v = EMPTY_VALUE;
+    else if (vl > 0) {
       need(vl);
       v = Buffer.from(buf.subarray(at, at + vl));
       at += vl;

@@ -67,13 +67,12 @@ export class NodeSetWriter {
     const key = [...slots].sort((a, b) => a - b).join(',');
     let id = this.ids.get(key);
     if (id === undefined) {
+      // Check the slots before taking an id: a refused set must not cost one.
+      for (const s of slots) if (!Number.isInteger(s) || s < 0 || s >= MAX_NODES) throw new RangeError(`node slot ${s} out of range`);
       id = this.alloc();
       const base = id * SET_WORDS;
       for (let i = 0; i < SET_WORDS; i++) Atomics.store(this.words, base + i, 0);
-      for (const s of slots) {
-        if (s < 0 || s >= MAX_NODES) throw new RangeError(`node slot ${s} out of range`);
-        Atomics.or(this.words, base + (s >>> 5), 1 << (s & 31));
-      }
+      for (const s of slots) Atomics.or(this.words, base + (s >>> 5), 1 << (s & 31));
       this.ids.set(key, id);
       this.keys[id] = key;
       if (slots.length === 1) this.single[slots[0]!] = id;

@@ -32,8 +32,11 @@ export class RemoteRoutes {
 
   apply(change: ShardChange, before: ReadonlyMap<string, Buffer>): void {
     // A first bootstrap (nothing held yet) touches every route it holds afterwards: no set of
-    // touched keys then (a million of them cost as much as the holders map itself).
-    const fresh = this.holders.size === 0;
+    // touched keys then (a million of them cost as much as the holders map itself). A part of
+    // a bootstrap only adds holders: each route is written as it grows (a reader sees a
+    // subset of the final holders, never a route that flaps), again without a touched set.
+    const fresh = this.holders.size === 0 && change.load !== true;
+    const grow = change.load === true;
     const touched = new Set<string>();
     // Keys come grouped by node (<node>\0<inc>\0<route>): look its slot up once per run.
     let lastNode = '';
@@ -54,17 +57,22 @@ export class RemoteRoutes {
       if (had === has) continue;
       const route = k.slice(b + 1);
       this.bump(route, slot, has ? 1 : -1);
-      if (!fresh) touched.add(route);
+      if (grow) this.emit(route);
+      else if (!fresh) touched.add(route);
     }
-    for (const route of fresh ? this.holders.keys() : touched) {
-      this.changes++;
-      const h = this.holders.get(route);
-      if (h === undefined) this.target.setRemote(route, []);
-      else if (typeof h === 'number') {
-        this.one[0] = Math.floor(h / HOLDER_COUNT);
-        this.target.setRemote(route, this.one);
-      } else this.target.setRemote(route, [...h.keys()]);
-    }
+    if (grow) return;
+    for (const route of fresh ? this.holders.keys() : touched) this.emit(route);
+  }
+
+  /** Writes the current holders of `route` to the target. */
+  private emit(route: string): void {
+    this.changes++;
+    const h = this.holders.get(route);
+    if (h === undefined) this.target.setRemote(route, []);
+    else if (typeof h === 'number') {
+      this.one[0] = Math.floor(h / HOLDER_COUNT);
+      this.target.setRemote(route, this.one);
+    } else this.target.setRemote(route, [...h.keys()]);
   }
 
   private bump(route: string, slot: number, d: 1 | -1): void {

@@ -32,6 +32,8 @@ export interface ShardChange {
   /** When the source saw it (ms since epoch): lag in seconds is measured against it. */
   readonly ts: number;
   readonly ops: readonly KvOp[];
+  /** A part of a first bootstrap (ShardState.loadPart): only sets of keys that were absent. */
+  readonly load?: true;
 }
 
 export type ShardListener = (change: ShardChange, before: ReadonlyMap<string, Buffer>) => void;
@@ -121,7 +123,7 @@ export class ShardState {
   loadPart(ops: readonly KvOp[]): void {
     const sets: KvOp[] = [];
     for (const op of ops) if (op.v !== null) this.addNew(op.k, op.v, sets);
-    if (sets.length > 0) for (const f of this.listeners) f({ rev: this.rev, ts: Date.now(), ops: sets }, NOTHING_BEFORE);
+    if (sets.length > 0) for (const f of this.listeners) f({ rev: this.rev, ts: Date.now(), ops: sets, load: true }, NOTHING_BEFORE);
   }
 
   /** Sets `k` (during a bootstrap) and records the set in `ops` when the key is new. */

@@ -264,23 +264,24 @@ export class TrieWriter {
    * Sets the route id of a plain or shared filter (0 clears it). A filter with a route id
    * matches even with no local worker: that is how remote nodes' subscriptions are carried.
    * Readers report the ids of matching filters; the owner maps an id to remote nodes or to
-   * a shared group's members.
+   * a shared group's members. Returns the route id the filter had before (0: none).
    */
-  setRoute(filter: string, route: number): void {
+  setRoute(filter: string, route: number): number {
     if (!Number.isInteger(route) || route < 0 || route > 0x7fffffff) throw new RangeError('route id must be 0..2^31-1');
     const addr = this.resolve(filter, route !== 0);
-    if (addr === 0) return;
+    if (addr === 0) return 0;
     let ext = this.tExt;
     if (ext === 0) {
       ext = this.findExt(this.tNode, this.tHash ? 1 : 0);
       if (ext === 0) {
-        if (route === 0) return;
+        if (route === 0) return 0;
         ext = this.addExt(this.tNode, this.tHash ? 1 : 0, 0);
       }
     }
-    if (this.i32[ext + E_ROUTE] === route) {
+    const old = this.i32[ext + E_ROUTE]!;
+    if (old === route) {
       this.endOp();
-      return;
+      return old;
     }
     Atomics.store(this.i32, ext + E_ROUTE, route);
     this.changed = true;
@@ -289,6 +290,7 @@ export class TrieWriter {
       this.prune();
     }
     this.endOp();
+    return old;
   }
 
   /** Route id of a filter (0 when none). */

@@ -135,15 +135,13 @@ function onRecord(data: Buffer, start: number, length: number): void {
 
 const nodeSets = cluster ? new NodeSetWriter(plan.nodeSets) : null;
 const groupRemote = cluster ? new GroupRemoteWriter(plan.groupRemote) : null;
-/** Plain filter → the node set id its trie route holds. */
-const plainSets = new Map<string, number>();
 /** Shared group key ($share/<g>/<f>) → the node set id of its members on other nodes. */
 const remoteGroupSets = new Map<string, number>();
 
 /** The nodes (slots) other than this one holding `key` now: into the trie. */
 function setRemote(key: string, slots: readonly number[]): void {
   const id = slots.length === 0 ? 0 : nodeSets!.acquire(slots);
-  const share = key.startsWith('$share/') || key.startsWith('$queue/') ? parseShare(key) : null;
+  const share = key.charCodeAt(0) === 36 /* $ */ && (key.startsWith('$share/') || key.startsWith('$queue/')) ? parseShare(key) : null;
   if (share && !('error' in share) && share.group !== null) {
     const old = remoteGroupSets.get(key) ?? 0;
     const route = routeId(share.group, share.filter);
@@ -159,12 +157,9 @@ function setRemote(key: string, slots: readonly number[]): void {
     nodeSets!.release(old);
     return;
   }
-  const old = plainSets.get(key) ?? 0;
-  // The set's words were written by acquire() before this store publishes its id.
-  writer.setRoute(key, id);
-  if (id === 0) plainSets.delete(key);
-  else plainSets.set(key, id);
-  nodeSets!.release(old);
+  // The set's words were written by acquire() before this store publishes its id. A plain
+  // filter's route id is its node set's id (the trie is the only record of it).
+  nodeSets!.release(writer.setRoute(key, id));
 }
 
 const consumers = plan.routeRings.map((sab) => new RingConsumer(sab));

@@ -10,7 +10,7 @@ import type { Logger } from '../../log/logger.js';
 import type { EtcdStore } from '../etcd/store.js';
 import { encodeOps, readOps } from '../kv-codec.js';
 import type { NodeInfo, SessionOwner } from '../keys.js';
-import { SHARDS, shardId, shardName, type ShardChange, type ShardName, type ShardState } from '../shard.js';
+import { SHARDS, shardId, shardName, type KvOp, type ShardChange, type ShardName, type ShardState } from '../shard.js';
 import {
   F_CHANGE, F_PROGRESS, F_SNAP_BEGIN, F_SNAP_DATA, F_SNAP_END, json, parseJson,
   R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_SUBSCRIBE, SNAP_BATCH, f64, type Link,
@@ -122,19 +122,31 @@ export class RlogService {
       this.progressTo(s, name);
       return;
     }
-    // Snapshot: the entries as they are now (rev), then whatever arrives meanwhile.
+    // Snapshot: the entries as they are at rev, then the changes held meanwhile. The map is
+    // read as it is sent (no copy of a million entries first). A change applied while it is
+    // being read may show in the snapshot already; the replicant then applies that change
+    // again, which is idempotent per key (a set of the same value, a delete of a key that is
+    // not there), so it ends at the same state.
     const rev = shard.rev;
-    const entries = [...shard.data];
+    const total = shard.data.size;
     s.held.set(name, []);
     s.active.add(name);
     const head = Buffer.allocUnsafe(13);
     head[0] = id;
     head.writeDoubleBE(rev, 1);
-    head.writeUInt32BE(entries.length, 9);
+    head.writeUInt32BE(total, 9);
     s.link.send(F_SNAP_BEGIN, head);
-    for (let i = 0; i < entries.length; i += SNAP_BATCH) {
+    let sent = 0;
+    const it = shard.data.entries();
+    for (;;) {
       if (!this.subs.has(s.link)) return;
-      const ops = entries.slice(i, i + SNAP_BATCH).map(([k, v]) => ({ k, v }));
+      const ops: KvOp[] = [];
+      for (let r = it.next(); !r.done; r = it.next()) {
+        ops.push({ k: r.value[0], v: r.value[1] });
+        if (ops.length === SNAP_BATCH) break;
+      }
+      if (ops.length === 0) break;
+      sent += ops.length;
       if (!s.link.send(F_SNAP_DATA, [Buffer.from([id]), encodeOps(ops)])) await s.link.drained();
     }
     const end = Buffer.allocUnsafe(9);
@@ -143,7 +155,7 @@ export class RlogService {
     s.link.send(F_SNAP_END, end);
     for (const frame of s.held.get(name) ?? []) s.link.send(F_CHANGE, frame);
     s.held.delete(name);
-    this.o.log.debug('cluster.snapshot_sent', { replicant: s.node.name, shard: name, revision: rev, keys: entries.length });
+    this.o.log.debug('cluster.snapshot_sent', { replicant: s.node.name, shard: name, revision: rev, keys: sent });
   }
 
   private broadcast(name: ShardName, c: ShardChange): void {
