@@ -490,6 +490,8 @@ interface WriteResult {
   seconds: number;
   perS: number;
   perSecond: number[];
+  /** Full seconds before the first client finished: every client was writing (constant offered load). */
+  steadySeconds: number;
   visibleS: number;
 }
 
@@ -504,6 +506,7 @@ async function writeRoutes(on: BenchNode[], all: BenchNode[], total: number, cli
   const perClient = Math.ceil(total / clients);
   const buckets: number[] = [];
   const t0 = performance.now();
+  let firstDone = Infinity;
   await Promise.all(conns.map(async (c, ci) => {
     let nextFilter = 0;
     let pid = 0;
@@ -536,6 +539,8 @@ async function writeRoutes(on: BenchNode[], all: BenchNode[], total: number, cli
       sizes.set(pid, fs.length);
       c.sock.write(encodeSubscribeMany(4, pid, fs, 0));
     }
+    // From here this client offers less than its window: the load thins out.
+    firstDone = Math.min(firstDone, performance.now() - t0);
     while (inflight > 0) {
       await withTimeout(new Promise<void>((r) => (wake = r)), 60_000, `rw-${tag}-${ci}: last SUBACKs`);
       wake = null;
@@ -557,7 +562,8 @@ async function writeRoutes(on: BenchNode[], all: BenchNode[], total: number, cli
   });
   const visibleS = (performance.now() - t0) / 1000;
   const full = buckets.slice(0, Math.floor(seconds)).map((x) => x ?? 0);
-  return { r: { subs: written, seconds, perS: written / seconds, perSecond: full, visibleS }, conns };
+  const steadySeconds = Math.min(full.length, Math.floor(firstDone / 1000));
+  return { r: { subs: written, seconds, perS: written / seconds, perSecond: full, steadySeconds, visibleS }, conns };
 }
 
 async function routeWrites(argv: string[], workers: number): Promise<{ summary: Record<string, unknown>; lines: string[] }> {
@@ -582,14 +588,18 @@ async function routeWrites(argv: string[], workers: number): Promise<{ summary: 
     rmSync(etcd.dir, { recursive: true, force: true });
   }
   const ps = res.perSecond;
+  const steady = ps.slice(0, res.steadySeconds);
+  const verdict = steady.length === 0 ? 'run too short to tell (no full second with every client writing)'
+    : Math.min(...steady) >= 50_000 ? `met in every one of the ${steady.length} seconds with every client writing`
+    : `missed: ${steady.filter((x) => x < 50_000).length} of the ${steady.length} seconds with every client writing were below`;
   const lines = [
     `## Cluster-wide route writes: ${res.subs} new exact filters by ${clients} clients over 2 cores (${batch} filters per SUBSCRIBE, ${window} in flight per client), ${workers} worker(s) per node`,
     '',
-    `| acknowledged subscriptions/s (whole run) | slowest / median full second | all on every node after | run |`,
+    `| acknowledged subscriptions/s (whole run) | slowest / median full second, every client writing | all on every node after | run |`,
     '| ---: | ---: | ---: | ---: |',
-    `| **${fmt(res.perS, 0)}** | ${fmt(Math.min(...ps), 0)} / ${fmt(median(ps), 0)} | ${fmt(res.visibleS, 1)} s | ${fmt(res.seconds, 1)} s |`,
+    `| **${fmt(res.perS, 0)}** | ${steady.length === 0 ? '–' : `${fmt(Math.min(...steady), 0)} / ${fmt(median(steady), 0)}`} | ${fmt(res.visibleS, 1)} s | ${fmt(res.seconds, 1)} s |`,
     '',
-    `Per second: ${ps.map((x) => fmt(x, 0)).join(', ')}. Target ≥ 50,000/s sustained: ${ps.length === 0 ? 'run too short to tell (under 1 s)' : Math.min(...ps) >= 50_000 ? 'met' : res.perS >= 50_000 ? 'met on average, not in every second' : 'missed'}.`,
+    `Per second: ${ps.map((x, i) => (i < res.steadySeconds ? fmt(x, 0) : `(${fmt(x, 0)})`)).join(', ')}; in parentheses the seconds after the first client had sent its last SUBSCRIBE (the offered load thins out). Target ≥ 50,000/s sustained: ${verdict}.`,
     '',
   ];
   return { summary: { ...res }, lines };

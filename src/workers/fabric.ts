@@ -17,9 +17,11 @@ import type { ClaimReply } from './supervisor.js';
 import type { Message as Msg } from '../broker/message.js';
 import type { RouteGroupMatch } from '../broker/router.js';
 import { forEachSlot, groupRemoteSet, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
+
 import type { Forwarder } from '../cluster/forwarder.js';
 
 const NO_SLOTS: readonly number[] = [];
+const EMPTY_RECORD = Buffer.alloc(0);
 
 
 
@@ -58,7 +60,13 @@ export class Fabric implements Router {
   private readonly loops: RingLoop[] = [];
   private readonly backlog: (Backlog | null)[];
   private readonly routes: RingProducer;
+  /**
+   * Route records the ring had no room for, oldest first from routeHead. A head index, not
+   * shift(): a backlog of tens of thousands (a burst of SUBSCRIBEs) is a large array, which
+   * V8 cannot trim from the front, so each shift() would copy all of it.
+   */
   private readonly routeBacklog: Buffer[] = [];
+  private routeHead = 0;
   private routeFlushing = false;
   private routeSeq: number;
   private readonly encoder = new RecordEncoder();
@@ -154,7 +162,7 @@ export class Fabric implements Router {
     const op: RouteOp = { kind, worker: this.workerId, seq: this.routeSeq, filter };
     if (group !== null) op.group = group;
     const rec = encodeRouteOp(op);
-    if (this.routeBacklog.length === 0 && this.routes.tryWrite(rec)) return;
+    if (this.routeHead === this.routeBacklog.length && this.routes.tryWrite(rec)) return;
     this.routeBacklog.push(rec);
     void this.flushRoutes();
   }
@@ -163,9 +171,19 @@ export class Fabric implements Router {
     if (this.routeFlushing) return;
     this.routeFlushing = true;
     try {
-      while (this.routeBacklog.length > 0) {
-        if (this.routes.tryWrite(this.routeBacklog[0]!)) this.routeBacklog.shift();
-        else await this.routes.waitForSpace(this.routeBacklog[0]!.length + 8, { ref: false });
+      const q = this.routeBacklog;
+      while (this.routeHead < q.length) {
+        const rec = q[this.routeHead]!;
+        if (this.routes.tryWrite(rec)) {
+          q[this.routeHead++] = EMPTY_RECORD;
+          if (this.routeHead === q.length) {
+            q.length = 0;
+            this.routeHead = 0;
+          } else if (this.routeHead >= 4096 && this.routeHead * 2 >= q.length) {
+            q.splice(0, this.routeHead);
+            this.routeHead = 0;
+          }
+        } else await this.routes.waitForSpace(rec.length + 8, { ref: false });
       }
     } finally {
       this.routeFlushing = false;
@@ -189,26 +207,58 @@ export class Fabric implements Router {
     return ((Atomics.load(this.ctl, this.syncWord) - target) | 0) >= 0;
   }
 
-  private async waitApplied(target: number): Promise<void> {
-    const i = this.syncWord;
+  /**
+   * SUBSCRIBEs (and CONNECTs) waiting for their route ops, oldest first. Their targets are
+   * routeSeq values taken in order, so they are reached in order; their deadlines too.
+   * One wait loop serves them all: a waitAsync per SUBSCRIBE would make every notify of
+   * the trie writer wake each of them (hundreds, when clients subscribe in bursts).
+   */
+  private readonly syncWaiters: { target: number; giveUp: number; resolve: () => void }[] = [];
+  private syncLooping = false;
+
+  private waitApplied(target: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.syncWaiters.push({ target, giveUp: Date.now() + APPLY_TIMEOUT_MS, resolve });
+      if (!this.syncLooping) void this.syncLoop();
+    });
+  }
+
+  private async syncLoop(): Promise<void> {
+    this.syncLooping = true;
     // A timer keeps the event loop alive while we wait (waitAsync alone does not).
     const keep = keepAliveTimer();
-    const giveUp = Date.now() + APPLY_TIMEOUT_MS;
     try {
-      while (!this.appliedReached(target)) {
-        if (Date.now() > giveUp) {
-          // The trie writer is stuck or gone: answer anyway (routing to this worker may lag)
-          // rather than hold the client for ever.
-          this.o.log.error('fabric.route_apply_timeout', { target, applied: Atomics.load(this.ctl, i) >>> 0 });
-          return;
-        }
-        const cur = Atomics.load(this.ctl, i);
-        const r = waitAsync(this.ctl, i, cur, 1000);
+      for (;;) {
+        this.releaseSynced();
+        if (this.syncWaiters.length === 0) return;
+        const i = this.syncWord;
+        // If the word moves between this load and the wait, waitAsync answers 'not-equal' at once.
+        const r = waitAsync(this.ctl, i, Atomics.load(this.ctl, i), 1000);
         if (r.async) await r.value;
       }
     } finally {
       clearInterval(keep);
+      this.syncLooping = false;
     }
+  }
+
+  /** Resolves the waiters whose ops are applied (or whose time is up), in order. */
+  private releaseSynced(): void {
+    const q = this.syncWaiters;
+    const now = Date.now();
+    let n = 0;
+    while (n < q.length) {
+      const w = q[n]!;
+      if (!this.appliedReached(w.target)) {
+        if (now <= w.giveUp) break;
+        // The trie writer is stuck or gone: answer anyway (routing to this worker may lag)
+        // rather than hold the client for ever.
+        this.o.log.error('fabric.route_apply_timeout', { target: w.target, applied: Atomics.load(this.ctl, this.syncWord) >>> 0 });
+      }
+      n++;
+    }
+    if (n === 0) return;
+    for (const w of q.splice(0, n)) w.resolve();
   }
 
   /** Delivers whatever other workers have forwarded so far, synchronously. */
