@@ -204,7 +204,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     path: 'mqtt.shared_strategy',
     type: enumOf('round_robin', 'random', 'sticky', 'hash_clientid', 'hash_topic', 'local'),
-    doc: 'How a message for a shared subscription picks one member of the group. In a cluster the choice is made among the nodes holding members first (each such node one candidate), then among the members of that node; `local` prefers members on the publisher\'s node and round-robins among them, going to another node only when the publisher\'s node has none.',
+    doc: 'How a message for a shared subscription picks one member of the group. In a cluster the choice is made among the nodes holding members first (weighted by each node\'s online members, in node-name order, so that hash strategies agree on every node), then among the members of that node; `local` prefers members on the publisher\'s node and round-robins among them, going to another node only when the publisher\'s node has none.',
   },
   {
     path: 'mqtt.deny_subscribe',
