@@ -115,7 +115,7 @@ export class ClusterAgent {
   async start(): Promise<void> {
     const { cfg, log, transport } = this.o;
     if (cfg.cluster.discovery === 'dns' && cfg.cluster.dns_name !== null) {
-      this.dns = new DnsDiscovery({ name: cfg.cluster.dns_name, port: cfg.cluster.dns_port || cfg.cluster.port }, cfg.cluster.dns_refresh_ms, log);
+      this.dns = new DnsDiscovery({ name: cfg.cluster.dns_name, port: cfg.cluster.dns_port || cfg.cluster.port, server: cfg.cluster.dns_server }, cfg.cluster.dns_refresh_ms, log);
       await this.dns.refresh();
     }
     this.server = await transport.listen((link) => this.onLink(link));
