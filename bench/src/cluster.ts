@@ -29,7 +29,7 @@
 //    shard bootstrapped (its log line cluster.shard_bootstrapped) and to /status 200.
 //  - fanout: one publisher, --fan-subs subscribers of one topic spread over --fan-nodes nodes
 //    (2 cores, the rest replicants) vs all on one node; deliveries/s and CPU per delivery.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, ROOT } from './compare/brokers.js';
@@ -221,6 +221,34 @@ function ticksOf(pids: readonly number[]): number {
   return t;
 }
 
+/** CPU ticks per thread of `pids` (tid → ticks), for CLUSTER_BENCH_THREADS=1. */
+function threadTicks(pids: readonly number[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const p of pids) {
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tids) {
+      try {
+        const f = readFileSync(`/proc/${p}/task/${t}/stat`, 'utf8');
+        const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+        out.set(`${p}/${t}`, Number(rest[11]) + Number(rest[12]));
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return out;
+}
+
+function logThreadTicks(before: Map<string, number>, after: Map<string, number>, msgs: number): void {
+  const rows = [...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, d]) => d > 0).sort((a, b) => b[1] - a[1]);
+  log(`  threads (pid/tid: µs per message): ${rows.map(([k, d]) => `${k} ${((d / CLK) * 1e6 / msgs).toFixed(2)}`).join(', ')}`);
+}
+
 // ---------------------------------------------------------------- a paced load: publishers → subscribers
 
 interface Flow {
@@ -270,20 +298,25 @@ async function runLoad(f: Flow, rate: number, warmupS: number, durationS: number
   let t0 = 0;
   let e0 = 0;
   let w0 = 0n;
+  const perThread = process.env['CLUSTER_BENCH_THREADS'] === '1';
+  let th0 = new Map<string, number>();
   const { sent, sentInWindow: sentM, skipped } = await publishPaced(f.pubs, tpl, rate, base, wStart, wEnd, (t) => {
     if (w0 === 0n && t >= wStart) {
       w0 = nowNs();
       t0 = ticksOf(pids);
       e0 = etcdPid === null ? 0 : ticksOf([etcdPid]);
+      if (perThread) th0 = threadTicks(pids);
     }
   });
   const cpu = (ticksOf(pids) - t0) / CLK;
+  const th1 = perThread ? threadTicks(pids) : null;
   const ecpu = etcdPid === null ? 0 : (ticksOf([etcdPid]) - e0) / CLK;
   const win = Number(nowNs() - w0) / 1e9;
   const drainUntil = Date.now() + 3000;
   const expected = (sent - skipped) * (f.subs.length / f.pubs.length);
   while (recvAll < expected && Date.now() < drainUntil) await sleep(20);
   for (const s of f.subs) s.onPublish = null;
+  if (th1 !== null) logThreadTicks(th0, th1, recvM);
   return {
     sent, sentInWindow: sentM, delivered: recvAll, deliveredInWindow: recvM, skipped, windowS: win,
     brokerCpuS: cpu, etcdCpuS: ecpu, latency: summary(hist), hist: encode(hist),

@@ -465,15 +465,34 @@ export class Broker {
 
   /**
    * Cluster: which node serves shared group `g` for this message: -1 this one, a slot
-   * another, -2 none has members. Candidates are nodes, not members (docs/cluster.md).
+   * another, -2 none has members. Nodes are weighted by their online members (each node
+   * writes its count into the routes shard), so that members, not nodes, share the load;
+   * with none online anywhere, every holder counts alike (its persistent sessions queue
+   * the message). Candidates are in node-name order, the same on every node, so that the
+   * hash strategies pick the same node whichever node the publisher is on.
    */
   private pickNode(g: RouteGroupMatch, m: Message): number {
-    const remote = this.router!.groupRemoteSlots(g);
+    const r = this.router!;
+    const remote = r.groupRemoteSlots(g);
     if (remote.length === 0) return g.mask !== 0 ? -1 : -2;
     if (g.mask !== 0 && this.cfg.mqtt.shared_strategy === 'local') return -1;
     const candidates = g.mask !== 0 ? [-1, ...remote] : [...remote];
     if (candidates.length === 1) return candidates[0]!;
-    return this.shared.pickWorker(`node\u0000${g.group}\u0000${g.route}`, candidates, null, m.topic, m.from);
+    const self = this.cfg.node.name;
+    const name = (slot: number): string => (slot === -1 ? self : r.nodeName(slot));
+    candidates.sort((a, b) => (name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : a - b));
+    const weights: number[] = [];
+    let online = 0;
+    for (const slot of candidates) {
+      let n = 0;
+      if (slot !== -1) n = r.groupRemoteOnline(g, slot);
+      else if (g.route !== 0) for (let w = 0; w < 31; w++) if ((g.mask & (1 << w)) !== 0) n += r.onlineMembers(g.route, w);
+      // A node that wrote no count (unknown) counts as one member.
+      if (n < 0) n = 1;
+      weights.push(n);
+      online += n;
+    }
+    return this.shared.pickWorker(`node\u0000${g.group}\u0000${g.route}`, candidates, online > 0 ? weights : null, m.topic, m.from, 'node\u0000');
   }
 
   /**

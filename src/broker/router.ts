@@ -73,6 +73,10 @@ export interface Router {
   remoteSlots(match: RouteMatch): readonly number[];
   /** Slots of the other nodes holding members of shared group `g`. */
   groupRemoteSlots(g: RouteGroupMatch): readonly number[];
+  /** Online members of shared group `g` on node `slot`, as that node wrote them to the routes shard (-1: unknown). */
+  groupRemoteOnline(g: RouteGroupMatch, slot: number): number;
+  /** Name of the node in `slot` ('' when unknown): orders a group's nodes the same on every node. */
+  nodeName(slot: number): string;
   /**
    * Sends `m` to node `slot` (it delivers to its non-shared subscribers when `nonShared`,
    * and to one member of each group in `groups`). For QoS 1/2 returns a promise that

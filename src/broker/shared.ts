@@ -50,9 +50,12 @@ export class SharedDispatcher {
    * the group) serves this message; that worker then picks one of its members with pick().
    * `weights` (online members per worker, or null = equal) make the choice per member:
    * round robin over 1 + 2 members on two workers gives each member a third.
-   * Round robin and sticky state are per publishing worker.
+   * Round robin and sticky state are per publishing worker. `salt` gives a level its own
+   * hash (the node level of a cluster), so that its choice does not decide the next level's.
    */
-  pickWorker(groupKey: string, workers: readonly number[], weights: readonly number[] | null, topic: string, publisher: string): number {
+  pickWorker(
+    groupKey: string, workers: readonly number[], weights: readonly number[] | null, topic: string, publisher: string, salt = '',
+  ): number {
     let total = 0;
     if (weights) for (const x of weights) total += x;
     else total = workers.length;
@@ -75,7 +78,9 @@ export class SharedDispatcher {
         return at(i);
       }
       case 'sticky': {
-        const cur = Number(this.sticky.get(groupKey) ?? -1);
+        // NaN when unset: -1 is a candidate (a cluster's own node), not "none".
+        const held = this.sticky.get(groupKey);
+        const cur = held === undefined ? NaN : Number(held);
         const j = workers.indexOf(cur);
         if (j >= 0 && (!weights || weights[j]! > 0)) return cur;
         const w = at(Math.floor(Math.random() * total));
@@ -83,9 +88,9 @@ export class SharedDispatcher {
         return w;
       }
       case 'hash_clientid':
-        return at(hash32(publisher));
+        return at(hash32(salt + publisher));
       case 'hash_topic':
-        return at(hash32(topic));
+        return at(hash32(salt + topic));
     }
   }
 

@@ -26,11 +26,14 @@ import { RlogService } from './rlog/server.js';
 import { SHARDS, ShardState, type ShardName } from './shard.js';
 import { removeMember } from './etcd/members.js';
 import { DnsDiscovery } from './discovery.js';
+import type { GroupOnlineEntry } from './group-online.js';
 
 /** What the agent tells the connection workers. */
 export type AgentToWorker =
   | { type: 'peers'; peers: Peer[] }
-  | { type: 'retained'; msg: Message; seq: number };
+  | { type: 'retained'; msg: Message; seq: number }
+  /** Online members of shared groups on other nodes (src/cluster/group-online.ts). */
+  | { type: 'groupOnline'; entries: GroupOnlineEntry[] };
 
 export interface ClusterTransport {
   /** Listens on the cluster port; every authenticated link goes to onLink. */
@@ -112,7 +115,7 @@ export class ClusterAgent {
   async start(): Promise<void> {
     const { cfg, log, transport } = this.o;
     if (cfg.cluster.discovery === 'dns' && cfg.cluster.dns_name !== null) {
-      this.dns = new DnsDiscovery({ name: cfg.cluster.dns_name, port: cfg.cluster.dns_port || cfg.cluster.port }, cfg.cluster.dns_refresh_ms, log);
+      this.dns = new DnsDiscovery({ name: cfg.cluster.dns_name, port: cfg.cluster.dns_port || cfg.cluster.port, server: cfg.cluster.dns_server }, cfg.cluster.dns_refresh_ms, log);
       await this.dns.refresh();
     }
     this.server = await transport.listen((link) => this.onLink(link));
@@ -168,7 +171,7 @@ export class ClusterAgent {
     if (!log) return;
     // A base costs one write per 512 KiB of routes: worth it once the log holds a few
     // times as many entries as the base would have chunks.
-    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent]);
+    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent], (k) => this.nodeRoutes.sentValueOf(k));
   }
 
   // ---- retained --------------------------------------------------------------------------

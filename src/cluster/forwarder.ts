@@ -64,6 +64,11 @@ export class Forwarder {
     return this.server.server;
   }
 
+  /** A peer's node name ('' when it has none here). */
+  nameOf(slot: number): string {
+    return this.senders.get(slot)?.peer.name ?? '';
+  }
+
   /** The peers changed (nodes shard): senders to new ones, abandon those gone. */
   setPeers(peers: readonly Peer[]): void {
     const { cfg, log } = this.o;

@@ -10,6 +10,7 @@
 // did not change (another worker already holds the key) and no batch with the key is on its
 // way. `committed(w)` is the highest op seq of worker w whose dependencies are all committed.
 import type { KvOp } from './shard.js';
+import { encodeOnline } from './group-online.js';
 
 export type BatchWriter = (seq: number, ops: KvOp[]) => Promise<void>;
 
@@ -23,11 +24,18 @@ const EMPTY = Buffer.alloc(0);
 /** Ops per log entry at most (an entry stays well under etcd's 1.5 MiB request limit). */
 export const MAX_BATCH_OPS = 4_096;
 
+function isShared(key: string): boolean {
+  return key.startsWith('$share/') || key.startsWith('$queue/');
+}
+
 export class NodeRoutes {
   /** Local references (one per worker holding the key). */
   private readonly refs = new Map<string, number>();
   /** What the log says (after every batch created so far). */
   readonly sent = new Set<string>();
+  /** Shared-group keys: online members on this node (the key's value), and what the log says. */
+  private readonly online = new Map<string, number>();
+  private readonly sentOnline = new Map<string, number>();
   /** Keys whose node-level presence changed since the last batch. */
   private readonly dirty = new Set<string>();
   /** Flush round that last carried (or will carry) each key, while not yet committed. */
@@ -91,6 +99,31 @@ export class NodeRoutes {
     else q.push({ seq, batch });
   }
 
+  /**
+   * This node now has `n` online members of shared group `key`: the key's value changes
+   * (other nodes weight their choice of node by it). Written with the next batch while the
+   * key is held; an op waits for nothing on account of it.
+   */
+  setOnline(key: string, n: number): void {
+    if ((this.online.get(key) ?? 0) === n) return;
+    if (n > 0) this.online.set(key, n);
+    else this.online.delete(key);
+    if (this.refs.has(key) && (this.sentOnline.get(key) ?? 0) !== n) {
+      this.dirty.add(key);
+      this.kick();
+    }
+  }
+
+  /** The value route key `key` gets: empty, or a shared key's online count. */
+  private valueOf(key: string): Buffer {
+    return isShared(key) ? encodeOnline(this.online.get(key) ?? 0) : EMPTY;
+  }
+
+  /** The value of `key` as the log says (for a base). */
+  sentValueOf(key: string): Buffer {
+    return isShared(key) ? encodeOnline(this.sentOnline.get(key) ?? 0) : EMPTY;
+  }
+
   private commitOp(w: number, seq: number): void {
     this.committedOp[w] = seq;
     this.onCommitted(w, seq);
@@ -121,9 +154,15 @@ export class NodeRoutes {
         const ops: KvOp[] = [];
         for (const key of this.dirty) {
           const want = this.refs.has(key);
-          if (want !== this.sent.has(key)) ops.push({ k: key, v: want ? EMPTY : null });
+          const shared = isShared(key);
+          const n = shared ? this.online.get(key) ?? 0 : 0;
+          if (want !== this.sent.has(key) || (want && shared && n !== (this.sentOnline.get(key) ?? -1))) {
+            ops.push({ k: key, v: want ? this.valueOf(key) : null });
+          }
           if (want) this.sent.add(key);
           else this.sent.delete(key);
+          if (want && shared) this.sentOnline.set(key, n);
+          else this.sentOnline.delete(key);
         }
         this.dirty.clear();
         for (const op of ops) this.lastBatch.set(op.k, round);
@@ -175,6 +214,7 @@ export class NodeRoutes {
   rewriteAll(writer: BatchWriter, firstSeq = 1): void {
     this.writer = writer;
     this.sent.clear();
+    this.sentOnline.clear();
     this.nextSeq = firstSeq;
     for (const k of this.refs.keys()) this.dirty.add(k);
     this.kick();

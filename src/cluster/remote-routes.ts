@@ -3,10 +3,13 @@
 // routes are in the shard too (they come back from etcd) and are skipped: local routing
 // uses the workers' bits.
 import type { ShardChange } from './shard.js';
+import { decodeOnline } from './group-online.js';
 
 export interface RemoteRouteTarget {
   /** The nodes (slots) other than this one that hold `routeKey` now (empty: none). */
   setRemote(routeKey: string, slots: readonly number[]): void;
+  /** Shared route key: node `slot` has `online` members of the group online (-1: unknown, or gone). */
+  setOnline?(routeKey: string, slot: number, online: number): void;
 }
 
 /**
@@ -54,6 +57,11 @@ export class RemoteRoutes {
       if (slot < 0) continue; // this node's own routes, or a node without a slot
       const had = before.has(k);
       const has = op.v !== null;
+      // A shared key's value is its node's count of online members (a put of a held key
+      // changes only that).
+      if (this.target.setOnline && (k.startsWith('$share/', b + 1) || k.startsWith('$queue/', b + 1)) && (has || had)) {
+        this.target.setOnline(k.slice(b + 1), slot, has ? decodeOnline(op.v!) : -1);
+      }
       if (had === has) continue;
       const route = k.slice(b + 1);
       this.bump(route, slot, has ? 1 : -1);

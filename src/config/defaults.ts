@@ -124,6 +124,7 @@ export const DEFAULTS: Config = deepFreeze({
     discovery: 'static',
     dns_name: null,
     dns_refresh_ms: 10_000,
+    dns_server: null,
     dns_port: 0,
     etcd: {
       endpoints: [],

@@ -75,6 +75,12 @@ const port = int(0, U16);
 export const MAX_WORKERS = 31;
 const nonEmpty: OptionType = { kind: 'string', expect: 'a non-empty string', check: (s) => s.length > 0 };
 const enumOf = (...values: string[]): OptionType => ({ kind: 'enum', values });
+/** IP, IP:port or [IPv6]:port (what Resolver.setServers takes). */
+const dnsServer = (s: string): boolean => {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:]+):(\d{1,5})$/.exec(s);
+  if (m) return isIP(m[1]!) !== 0 && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
+  return isIP(s) !== 0;
+};
 const hostName = (s: string): boolean => isIP(s) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(s);
 /** host:port, host an IP ([v6] in brackets) or a DNS name, port 1..65535. */
 export function isHostPort(s: string): boolean {
@@ -204,7 +210,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     path: 'mqtt.shared_strategy',
     type: enumOf('round_robin', 'random', 'sticky', 'hash_clientid', 'hash_topic', 'local'),
-    doc: 'How a message for a shared subscription picks one member of the group. In a cluster the choice is made among the nodes holding members first (each such node one candidate), then among the members of that node; `local` prefers members on the publisher\'s node and round-robins among them, going to another node only when the publisher\'s node has none.',
+    doc: 'How a message for a shared subscription picks one member of the group. In a cluster the choice is made among the nodes holding members first (weighted by each node\'s online members, in node-name order, so that hash strategies agree on every node), then among the members of that node; `local` prefers members on the publisher\'s node and round-robins among them, going to another node only when the publisher\'s node has none.',
   },
   {
     path: 'mqtt.deny_subscribe',
@@ -257,7 +263,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     path: 'cluster.discovery',
     type: enumOf('static', 'dns', 'etcd'),
-    doc: 'How a node finds cores: `static` (`seeds`), `dns` (the A or SRV records of `dns_name`, re-resolved every `dns_refresh_ms`; A records use `cluster.port`), `etcd` (cores only: cores always find each other through etcd).',
+    doc: 'How a node finds cores: `static` (`seeds`), `dns` (the SRV, else A/AAAA records of `dns_name`, re-resolved every `dns_refresh_ms`; A records use `dns_port`, default `cluster.port`; asked of `dns_server` when set), `etcd` (cores only: cores always find each other through etcd).',
     cli: { flag: '--discovery', key: 'discovery' },
   },
   {
@@ -267,6 +273,11 @@ export const OPTIONS: readonly OptionSpec[] = [
     cli: { flag: '--dns-name', key: 'dnsName' },
   },
   { path: 'cluster.dns_refresh_ms', type: int(1000, 3_600_000), doc: 'How often `dns_name` is resolved again.' },
+  {
+    path: 'cluster.dns_server',
+    type: { kind: 'optString', expect: 'null or IP[:port] / [IPv6]:port of a DNS server', check: dnsServer },
+    doc: 'DNS server asked for `dns_name` (SRV, then A/AAAA; SRV targets are resolved through it too). `null` = the system\'s resolver (and, for A/AAAA, the system\'s name lookup, /etc/hosts included).',
+  },
   { path: 'cluster.dns_port', type: port, doc: 'Cluster port of the cores that `dns_name`\'s A/AAAA records name (SRV records carry their own). `0` = `cluster.port`.' },
   {
     path: 'cluster.etcd.endpoints',

@@ -98,6 +98,8 @@ export interface ClusterConfig {
   /** DNS name whose A or SRV records list the cores (discovery "dns"). */
   dns_name: string | null;
   dns_refresh_ms: number;
+  /** DNS server for dns_name (IP[:port]); null = the system's resolver. */
+  dns_server: string | null;
   /** Port of the cores' cluster ports for A/AAAA answers (0 = cluster.port). */
   dns_port: number;
   etcd: {

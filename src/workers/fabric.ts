@@ -17,7 +17,7 @@ import type { ClaimReply } from './supervisor.js';
 import type { Message as Msg } from '../broker/message.js';
 import type { RouteGroupMatch } from '../broker/router.js';
 import { forEachSlot, groupRemoteSet, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
-
+import type { GroupOnline } from '../cluster/group-online.js';
 import type { Forwarder } from '../cluster/forwarder.js';
 
 const NO_SLOTS: readonly number[] = [];
@@ -38,7 +38,7 @@ export interface FabricOptions {
   ask: (msg: { type: 'claim'; clientId: string; cleanStart: boolean; persistent: boolean }) => Promise<ClaimReply>;
   tell: (msg: { type: 'unclaim'; clientId: string }) => void;
   /** Cluster: the forward channel of this worker, and the port to the replication thread. */
-  cluster?: { forwarder: Forwarder; toAgent: (m: { type: 'retain'; msg: Msg; seq: number }) => void };
+  cluster?: { forwarder: Forwarder; toAgent: (m: { type: 'retain'; msg: Msg; seq: number }) => void; groupOnline: GroupOnline };
 }
 
 /** Messages waiting for room in one ring (full ring): whole records, in order. */
@@ -376,6 +376,14 @@ export class Fabric implements Router {
     this.acc.fill(0);
     orNodeSet(this.nodeSets, id, this.acc);
     return this.slotsOf();
+  }
+
+  groupRemoteOnline(g: RouteGroupMatch, slot: number): number {
+    return this.o.cluster?.groupOnline.online(g.route, g.group, slot) ?? -1;
+  }
+
+  nodeName(slot: number): string {
+    return this.o.cluster?.forwarder.nameOf(slot) ?? '';
   }
 
   forwardRemote(slot: number, m: Msg, nonShared: boolean, groups: readonly GroupRef[] | null): Promise<void> | null {

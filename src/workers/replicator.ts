@@ -10,6 +10,7 @@ import { MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type { Message } from '../broker/message.js';
 import { routeId } from '../broker/router.js';
 import { ClusterAgent, type AgentToWorker } from '../cluster/agent.js';
+import type { GroupOnlineEntry } from '../cluster/group-online.js';
 import { forEachSlot, groupRemoteSet, GroupRemoteWriter, NodeSetWriter, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
 import { createClusterTransport } from '../cluster/transport.js';
 import type { Config } from '../config/types.js';
@@ -62,16 +63,22 @@ const held: Map<string, number>[] = Array.from({ length: plan.workers }, () => n
 const groupRefs = new Map<string, number>();
 let opsApplied = 0;
 const weights = new Int32Array(plan.groupWeights);
-/** Per worker: group route id → online members counted there (to zero them on purge). */
-const online: Map<number, number>[] = Array.from({ length: plan.workers }, () => new Map());
+/** Per worker: shared-group key ($share/<g>/<f>) → online members counted there (to zero them on purge). */
+const online: Map<string, number>[] = Array.from({ length: plan.workers }, () => new Map());
+/** Shared-group key → online members on this node (every worker): the cluster weights nodes by it. */
+const nodeOnline = new Map<string, number>();
 let weightsFull = false;
 
-function onlineDelta(w: number, route: number, d: number): void {
+function onlineDelta(w: number, key: string, route: number, d: number): void {
   const mine = online[w]!;
-  const n = (mine.get(route) ?? 0) + d;
+  const n = (mine.get(key) ?? 0) + d;
   if (n < 0) return; // purged meanwhile
-  if (n === 0) mine.delete(route);
-  else mine.set(route, n);
+  if (n === 0) mine.delete(key);
+  else mine.set(key, n);
+  const total = (nodeOnline.get(key) ?? 0) + d;
+  if (total > 0) nodeOnline.set(key, total);
+  else nodeOnline.delete(key);
+  agent?.nodeRoutes.setOnline(key, Math.max(0, total));
   const e = findGroupEntry(weights, route, true);
   if (e < 0) {
     // Table full: workers fall back to an unweighted choice for this group.
@@ -89,7 +96,7 @@ function onlineDelta(w: number, route: number, d: number): void {
 function apply(w: number, kind: RouteOpKind, filter: string, group: string | undefined): { key: string | null; d: 1 | -1 | 0 } {
   opsApplied++;
   if (kind === 'online' || kind === 'offline') {
-    if (group !== undefined) onlineDelta(w, routeId(group, filter), kind === 'online' ? 1 : -1);
+    if (group !== undefined) onlineDelta(w, `$share/${group}/${filter}`, routeId(group, filter), kind === 'online' ? 1 : -1);
     return { key: null, d: 0 };
   }
   const key = group === undefined ? filter : `$share/${group}/${filter}`;
@@ -137,6 +144,41 @@ const nodeSets = cluster ? new NodeSetWriter(plan.nodeSets) : null;
 const groupRemote = cluster ? new GroupRemoteWriter(plan.groupRemote) : null;
 /** Shared group key ($share/<g>/<f>) → the node set id of its members on other nodes. */
 const remoteGroupSets = new Map<string, number>();
+
+/** Shared-group key → slot → online members there, as the routes shard says (for workers that start). */
+const remoteOnline = new Map<string, Map<number, number>>();
+let onlineOut: GroupOnlineEntry[] = [];
+
+/** Node `slot`'s online members of shared group `key` (-1: unknown or gone): to the workers, batched per turn. */
+function setOnline(key: string, slot: number, n: number): void {
+  const share = parseShare(key);
+  if ('error' in share || share.group === null) return;
+  let m = remoteOnline.get(key);
+  if (n < 0) {
+    if (m?.delete(slot) && m.size === 0) remoteOnline.delete(key);
+  } else {
+    if (!m) remoteOnline.set(key, (m = new Map()));
+    m.set(slot, n);
+  }
+  if (onlineOut.length === 0) {
+    setImmediate(() => {
+      const entries = onlineOut;
+      onlineOut = [];
+      toWorkers({ type: 'groupOnline', entries });
+    });
+  }
+  onlineOut.push([routeId(share.group, share.filter), share.group, slot, n]);
+}
+
+function allOnline(): GroupOnlineEntry[] {
+  const out: GroupOnlineEntry[] = [];
+  for (const [key, m] of remoteOnline) {
+    const share = parseShare(key);
+    if ('error' in share || share.group === null) continue;
+    for (const [slot, n] of m) out.push([routeId(share.group, share.filter), share.group, slot, n]);
+  }
+  return out;
+}
 
 /** The nodes (slots) other than this one holding `key` now: into the trie. */
 function setRemote(key: string, slots: readonly number[]): void {
@@ -186,14 +228,39 @@ function purge(w: number): number {
     n++;
   }
   agent?.nodeRoutes.dropWorker(w);
-  for (const [route, count] of [...online[w]!]) onlineDelta(w, route, -count);
+  for (const [key, count] of [...online[w]!]) {
+    const share = parseShare(key);
+    if ('error' in share || share.group === null) continue;
+    onlineDelta(w, key, routeId(share.group, share.filter), -count);
+  }
   return n;
+}
+
+/** Online members of a group per node as this node knows them (itself, when it holds members, included), for the API. */
+function groupOnlineOf(group: string, route: number, local: boolean): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (!agent) return out;
+  const mine = (key: string): boolean => {
+    const share = parseShare(key);
+    return !('error' in share) && share.group === group && routeId(group, share.filter) === route;
+  };
+  for (const [key, m] of remoteOnline) {
+    if (mine(key)) for (const [slot, n] of m) out[agent.membership.nameOf(slot) ?? `slot ${slot}`] = n;
+  }
+  if (local) {
+    out[cluster!.cfg.node.name] = 0;
+    for (const [key, n] of nodeOnline) if (mine(key)) out[cluster!.cfg.node.name] = n;
+  }
+  return out;
 }
 
 /** A reader of our own trie, for route queries of the API (made on first use). */
 let ownReader: TrieReader | null = null;
 
-function routesOf(topic: string): { topic: string; workers: number[]; nodes: string[]; groups: { group: string; workers: number[]; nodes: string[] }[] } {
+function routesOf(topic: string): {
+  topic: string; workers: number[]; nodes: string[];
+  groups: { group: string; workers: number[]; nodes: string[]; online: Record<string, number> }[];
+} {
   ownReader ??= new TrieReader(writer.buffers(), { cacheSize: 0 });
   const m = ownReader.match(topic);
   const bits = (mask: number): number[] => [...Array(31).keys()].filter((w) => (mask & (1 << w)) !== 0);
@@ -210,6 +277,7 @@ function routesOf(topic: string): { topic: string; workers: number[]; nodes: str
     groups: m.groups.map((g) => ({
       group: g.group, workers: bits(g.mask),
       nodes: names(cluster ? [groupRemoteSet(new Int32Array(plan.groupRemote), g.route, g.group)].filter((x) => x !== 0) : []),
+      online: groupOnlineOf(g.group, g.route, g.mask !== 0),
     })),
   };
 }
@@ -256,7 +324,7 @@ async function startAgent(): Promise<void> {
   agent = new ClusterAgent({
     cfg: cluster.cfg, etcdEndpoints: cluster.etcdEndpoints, workers: plan.workers, log, knownCores, persist,
     transport: createClusterTransport(cluster.cfg, log),
-    trie: { setRemote },
+    trie: { setRemote, setOnline },
     committed: (w, seq) => {
       Atomics.store(ctl, C_COMMITTED + w, seq | 0);
       Atomics.notify(ctl, C_COMMITTED + w);
@@ -275,6 +343,7 @@ function attachWorkerPort(w: number, p: MessagePort): void {
   });
   if (agent) {
     p.postMessage({ type: 'peers', peers: agent.membership.peers() } satisfies AgentToWorker);
+    p.postMessage({ type: 'groupOnline', entries: allOnline() } satisfies AgentToWorker);
     // The cluster's retained messages, for a worker that (re)started.
     for (const msg of agent.retainedAll()) p.postMessage({ type: 'retained', msg, seq: Number(Atomics.add(seq64, 0, 1n)) + 1 } satisfies AgentToWorker);
   }

@@ -16,6 +16,7 @@ import type { FromWorker, FromWorkerRequest, ToWorker, WorkerData } from './prot
 import type { ClaimReply } from './supervisor.js';
 import type { AgentToWorker } from '../cluster/agent.js';
 import { Forwarder } from '../cluster/forwarder.js';
+import { GroupOnline } from '../cluster/group-online.js';
 import type { WorkerToAgent } from './replicator.js';
 import { listenNetServer } from '../transport/tcp.js';
 import { randomBytes } from 'node:crypto';
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
   // messages from 1 again, under a new key at the receivers).
   let forwarder: Forwarder | null = null;
   const agentPort = data.agentPort;
+  const groupOnline = new GroupOnline();
   if (agentPort) {
     const fwdInc = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
     forwarder = new Forwarder({
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
     });
     agentPort.on('message', (m: AgentToWorker) => {
       if (m.type === 'peers') forwarder!.setPeers(m.peers);
+      else if (m.type === 'groupOnline') groupOnline.apply(m.entries);
       else if (m.type === 'retained' && broker.retained.set(reviveMessage(m.msg), m.seq)) broker.counters.retainedStored = broker.retained.size;
     });
   }
@@ -85,7 +88,7 @@ async function main(): Promise<void> {
     id, plan, trie: data.trie, broker, log,
     ask: (m) => askMain<ClaimReply>(m),
     tell: (m) => send(m),
-    ...(forwarder && agentPort ? { cluster: { forwarder, toAgent: (m: WorkerToAgent) => agentPort.postMessage(m) } } : {}),
+    ...(forwarder && agentPort ? { cluster: { forwarder, toAgent: (m: WorkerToAgent) => agentPort.postMessage(m), groupOnline } } : {}),
   });
   broker.router = fabric;
   broker.gate = fabric.gate();

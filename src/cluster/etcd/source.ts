@@ -78,9 +78,22 @@ export class SessionsDecoder implements ShardDecoder {
  */
 export class RoutesDecoder implements ShardDecoder {
   private readonly held = new Map<string, Set<string>>();
+  /** Non-empty route values per incarnation (a shared key's online count, group-online.ts). */
+  private readonly values = new Map<string, Map<string, Buffer>>();
+
+  private setValue(id: string, route: string, v: Buffer | null): void {
+    let m = this.values.get(id);
+    if (v === null || v.length === 0) {
+      if (m?.delete(route) && m.size === 0) this.values.delete(id);
+      return;
+    }
+    if (!m) this.values.set(id, (m = new Map()));
+    m.set(route, Buffer.from(v)); // a copy: not the whole log entry it came in
+  }
 
   snapshot(kvs: EtcdEvent[]): Map<string, Buffer> {
     this.held.clear();
+    this.values.clear();
     interface Inc { alive: boolean; logs: Map<number, Buffer>; bases: Map<number, { chunks: Map<number, Buffer>; end: boolean }> }
     const incs = new Map<string, Inc>();
     const inc = (node: string, i: string): Inc => {
@@ -113,17 +126,23 @@ export class RoutesDecoder implements ShardDecoder {
       if (complete) {
         from = complete[0];
         for (const [, chunk] of [...complete[1].chunks.entries()].sort((a, b) => a[0] - b[0])) {
-          for (const op of decodeOps(chunk)) if (op.v !== null) routes.add(op.k);
+          for (const op of decodeOps(chunk)) {
+            if (op.v === null) continue;
+            routes.add(op.k);
+            this.setValue(id, op.k, op.v);
+          }
         }
       }
       for (const seq of [...x.logs.keys()].filter((s) => s > from).sort((a, b) => a - b)) {
         for (const op of decodeOps(x.logs.get(seq)!)) {
           if (op.v === null) routes.delete(op.k);
           else routes.add(op.k);
+          this.setValue(id, op.k, op.v);
         }
       }
       this.held.set(id, routes);
-      for (const r of routes) out.set(routeShardKey(node, i, r), empty);
+      const vals = this.values.get(id);
+      for (const r of routes) out.set(routeShardKey(node, i, r), vals?.get(r) ?? empty);
     }
     return out;
   }
@@ -141,6 +160,7 @@ export class RoutesDecoder implements ShardDecoder {
         } else {
           const routes = this.held.get(id);
           this.held.delete(id);
+          this.values.delete(id);
           if (routes) for (const r of routes) ops.push({ k: routeShardKey(p.node, p.inc, r), v: null });
         }
         continue;
@@ -151,10 +171,16 @@ export class RoutesDecoder implements ShardDecoder {
       if (!routes) this.held.set(id, (routes = new Set()));
       for (const op of decodeOps(e.value)) {
         if (op.v === null) {
+          this.setValue(id, op.k, null);
           if (routes.delete(op.k)) ops.push({ k: routeShardKey(p.node, p.inc, op.k), v: null });
         } else if (!routes.has(op.k)) {
           routes.add(op.k);
-          ops.push({ k: routeShardKey(p.node, p.inc, op.k), v: empty });
+          this.setValue(id, op.k, op.v);
+          ops.push({ k: routeShardKey(p.node, p.inc, op.k), v: op.v.length === 0 ? empty : op.v });
+        } else if (!op.v.equals(this.values.get(id)?.get(op.k) ?? empty)) {
+          // A held key's new value (a shared group's online count).
+          this.setValue(id, op.k, op.v);
+          ops.push({ k: routeShardKey(p.node, p.inc, op.k), v: op.v });
         }
       }
     }

@@ -84,15 +84,16 @@ export class RouteLog {
    * Writes every route of the incarnation as the base after entry `seq`, then deletes the
    * entries and bases it replaces. Readers use a base only once its `end` key exists.
    */
-  compact(seq: number, routes: Iterable<string>): Promise<void> {
+  compact(seq: number, routes: Iterable<string>, valueOf?: (route: string) => Buffer): Promise<void> {
     const run = this.chain.then(async () => {
       const chunks: Buffer[] = [];
       let cur: KvOp[] = [];
       let bytes = 0;
       const empty = Buffer.alloc(0);
       for (const r of routes) {
-        cur.push({ k: r, v: empty });
-        bytes += r.length + 8;
+        const v = valueOf?.(r) ?? empty;
+        cur.push({ k: r, v });
+        bytes += r.length + v.length + 8;
         if (bytes >= BASE_CHUNK_BYTES) {
           chunks.push(encodeOps(cur));
           cur = [];

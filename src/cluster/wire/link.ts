@@ -42,7 +42,7 @@ export interface LinkIdentity {
   heartbeatMs?: number;
   deadAfterMs?: number;
   maxFrame?: number;
-  /** socket.writableLength above which send() returns false (default 1 MiB). */
+  /** Bytes not yet written (gathered + socket.writableLength) above which send() returns false (default 1 MiB). */
   highWaterMark?: number;
 }
 
@@ -76,9 +76,12 @@ type Socket = net.Socket | tls.TLSSocket;
 
 /**
  * One authenticated connection. Frames sent in one event-loop turn go out in one write
- * (cork, uncork on the next tick). Handlers: onFrame (application frames, body valid only
+ * (cork, uncork in the turn's check phase). Handlers: onFrame (application frames, body valid only
  * during the call), onRequest, onClose (once), onDrain.
  */
+/** Up to this many bytes a turn's frames are copied into one buffer; above, written as a writev. */
+const GATHER_COPY_BYTES = 64 * 1024;
+
 export class Link {
   onFrame: (type: number, body: Buffer) => void = () => undefined;
   onRequest: (kind: number, body: Buffer) => Buffer | Promise<Buffer> = (kind) => {
@@ -88,7 +91,12 @@ export class Link {
   onDrain: () => void = () => undefined;
   readonly peerAddress: string;
   private closed = false;
-  private corked = false;
+  /** Frames of this loop turn, written as one buffer in its check phase (see send). */
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushQueued = false;
+  /** send() said false: drain waiters are owed a wake-up once the bytes are out. */
+  private full = false;
   private lastIn = Date.now();
   private lastOut = Date.now();
   private nextReq = 1;
@@ -115,8 +123,7 @@ export class Link {
     this.timer.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
-      for (const f of this.drainWaiters.splice(0)) f();
-      this.onDrain();
+      if (this.outBytes === 0) this.drainedNow();
     });
     socket.on('error', (e: Error) => this.close(`socket error: ${e.message}`));
     socket.on('close', () => this.close('connection closed'));
@@ -133,7 +140,7 @@ export class Link {
 
   /** Bytes the socket has not written yet. */
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + this.outBytes;
   }
 
   get isClosed(): boolean {
@@ -146,23 +153,50 @@ export class Link {
     const list = Buffer.isBuffer(parts) ? [parts] : parts;
     let len = 0;
     for (const p of list) len += p.length;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+    this.out.push(frameHead(type, len));
+    for (const p of list) if (p.length > 0) this.out.push(p);
+    this.outBytes += 5 + len;
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      // Written after this loop turn's I/O callbacks (setImmediate), not after this one
+      // callback (nextTick): at a modest rate every publish arrives in its own read, and a
+      // write per message costs a syscall each; one poll phase gathers them all.
+      setImmediate(this.flushOut);
     }
-    this.socket.write(frameHead(type, len));
-    for (const p of list) if (p.length > 0) this.socket.write(p);
     this.lastOut = Date.now();
-    return this.socket.writableLength <= this.hwm;
+    if (this.bufferedBytes <= this.hwm) return true;
+    this.full = true;
+    return false;
+  }
+
+  /** Writes the gathered frames: small ones copied into one buffer, big ones as they are (writev). */
+  private readonly flushOut = (): void => {
+    this.flushQueued = false;
+    const out = this.out;
+    if (out.length === 0) return;
+    const bytes = this.outBytes;
+    this.out = [];
+    this.outBytes = 0;
+    if (this.socket.destroyed) return;
+    if (bytes <= GATHER_COPY_BYTES) this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes));
+    else {
+      this.socket.cork();
+      for (const b of out) this.socket.write(b);
+      this.socket.uncork();
+    }
+    // A socket that took it all emits no 'drain': wake whoever send() told to wait.
+    if (this.full && this.socket.writableLength <= this.hwm) this.drainedNow();
+  };
+
+  private drainedNow(): void {
+    this.full = false;
+    for (const f of this.drainWaiters.splice(0)) f();
+    this.onDrain();
   }
 
   /** Resolves when the socket's buffer has drained (or the link closed). */
   drained(): Promise<void> {
-    if (this.closed || this.socket.writableLength <= this.hwm) return Promise.resolve();
+    if (this.closed || this.bufferedBytes <= this.hwm) return Promise.resolve();
     return new Promise((r) => this.drainWaiters.push(r));
   }
 
@@ -247,6 +281,7 @@ export class Link {
     }
     this.pending.clear();
     for (const f of this.drainWaiters.splice(0)) f();
+    this.flushOut(); // what was sent before the close still goes (end() sends it, then FIN)
     this.socket.end();
     // Do not wait for the peer's FIN for ever.
     setTimeout(() => this.socket.destroy(), 1000).unref();
