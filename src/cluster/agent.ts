@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import type { Message } from '../broker/message.js';
 import { VERSION } from '../broker/sys.js';
 import { EtcdStore, newIncarnation } from './etcd/store.js';
-import type { ClaimResult } from './etcd/writers.js';
+import { COMPACT_MIN_ENTRIES, type ClaimResult } from './etcd/writers.js';
 import type { NodeInfo, SessionOwner } from './keys.js';
 import type { Link } from './wire/link.js';
 import { Membership, type Peer } from './membership.js';
@@ -171,7 +171,7 @@ export class ClusterAgent {
     if (!log) return;
     // A base costs one write per 512 KiB of routes: worth it once the log holds a few
     // times as many entries as the base would have chunks.
-    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent], (k) => this.nodeRoutes.sentValueOf(k));
+    if (log.entriesSinceBase >= Math.max(COMPACT_MIN_ENTRIES, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent], (k) => this.nodeRoutes.sentValueOf(k));
   }
 
   // ---- retained --------------------------------------------------------------------------

@@ -191,6 +191,11 @@ export class RoutesDecoder implements ShardDecoder {
   routesOf(node: string, inc: string): ReadonlySet<string> | undefined {
     return this.held.get(`${node}\u0000${inc}`);
   }
+
+  /** The value of one route of an incarnation (empty unless it carries one, as a shared key's count). */
+  valueOf(node: string, inc: string, route: string): Buffer | undefined {
+    return this.values.get(`${node}\u0000${inc}`)?.get(route);
+  }
 }
 
 export interface SourceOptions {

@@ -45,11 +45,16 @@ async function retrying<T>(what: string, log: Logger, health: WriterHealth, stop
 
 // ---------------------------------------------------------------------------------- routes
 
+/** A route log is compacted once it holds this many entries since its base (or routes / 2048, if more). */
+export const COMPACT_MIN_ENTRIES = 256;
+
 export class RouteLog {
   private chain: Promise<unknown> = Promise.resolve();
   private stopped = false;
   /** Log entries written since the last base. */
   entriesSinceBase = 0;
+  /** A compaction is on its way (or waiting for the watch to catch up with its entry). */
+  compacting = false;
   private baseSeq = 0;
 
   constructor(
@@ -112,11 +117,11 @@ export class RouteLog {
       await retrying('route compaction', this.log, this.health, () => this.stopped, () => this.client.kv.deleteRange({
         key: Buffer.from(pre + 'l/'), range_end: Buffer.from(routeLogKey(this.cluster, this.node, this.inc, seq + 1)),
       }));
-      if (this.baseSeq > 0) {
-        await retrying('route compaction', this.log, this.health, () => this.stopped, () => this.client.kv.deleteRange({
-          key: Buffer.from(pre + 'b/'), range_end: Buffer.from(routeBaseKey(this.cluster, this.node, this.inc, seq, 0)),
-        }));
-      }
+      // Always: a replicant's log is written by whichever core serves it, and the RouteLog of
+      // a core it moved to does not know the bases the previous one wrote.
+      await retrying('route compaction', this.log, this.health, () => this.stopped, () => this.client.kv.deleteRange({
+        key: Buffer.from(pre + 'b/'), range_end: Buffer.from(routeBaseKey(this.cluster, this.node, this.inc, seq, 0)),
+      }));
       this.baseSeq = seq;
       this.entriesSinceBase = 0;
       this.log.debug('cluster.routes_compacted', { node: this.node, seq, chunks: chunks.length });

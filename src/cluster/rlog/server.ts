@@ -8,6 +8,7 @@
 // core takes the same lease over (or grants a new one when it expired).
 import type { Logger } from '../../log/logger.js';
 import type { EtcdStore } from '../etcd/store.js';
+import { COMPACT_MIN_ENTRIES, type RouteLog } from '../etcd/writers.js';
 import { encodeOps, readOps } from '../kv-codec.js';
 import type { NodeInfo, SessionOwner } from '../keys.js';
 import { SHARDS, shardId, shardName, type KvOp, type ShardChange, type ShardName, type ShardState } from '../shard.js';
@@ -15,6 +16,8 @@ import {
   F_CHANGE, F_PROGRESS, F_SNAP_BEGIN, F_SNAP_DATA, F_SNAP_END, json, parseJson,
   R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_SUBSCRIBE, SNAP_BATCH, f64, type Link,
 } from './protocol.js';
+
+const EMPTY = Buffer.alloc(0);
 
 interface Subscriber {
   link: Link;
@@ -193,8 +196,45 @@ export class RlogService {
     const incLen = body.readUInt16BE(8);
     const inc = body.toString('utf8', 10, 10 + incLen);
     const ops = body.subarray(10 + incLen);
-    const rev = await this.o.store.replicantRouteLog(s.node.name, inc, s.lease).append(seq, Buffer.from(ops));
+    const log = this.o.store.replicantRouteLog(s.node.name, inc, s.lease);
+    const rev = await log.append(seq, Buffer.from(ops));
+    this.maybeCompact(log, seq, rev);
     return f64(rev);
+  }
+
+  /**
+   * Compacts a replicant's route log as a core compacts its own (agent.maybeCompact), from
+   * what the routes shard says the incarnation holds. That view comes from the watch, so
+   * the base waits until the shard has applied entry `seq` (revision `rev`); it may hold
+   * later entries too, which readers then replay on top of it: each entry sets the presence
+   * of its keys, so replaying one the base already holds changes nothing.
+   */
+  private maybeCompact(log: RouteLog, seq: number, rev: number): void {
+    const { store, shards } = this.o;
+    const held = store.routesDecoder.routesOf(log.node, log.inc)?.size ?? 0;
+    if (log.compacting || log.entriesSinceBase < Math.max(COMPACT_MIN_ENTRIES, held / 2048)) return;
+    log.compacting = true;
+    const giveUp = Date.now() + 10_000;
+    const run = (): void => {
+      if (shards.routes.rev < rev) {
+        if (Date.now() < giveUp) setTimeout(run, 20).unref();
+        else log.compacting = false; // the next entry tries again
+        return;
+      }
+      const routes = store.routesDecoder.routesOf(log.node, log.inc);
+      if (routes === undefined) {
+        log.compacting = false;
+        return;
+      }
+      const list = [...routes];
+      log.compact(seq, list, (r) => store.routesDecoder.valueOf(log.node, log.inc, r) ?? EMPTY).then(
+        () => this.o.log.debug('cluster.replicant_routes_compacted', { replicant: log.node, seq, routes: list.length }),
+        (e: Error) => this.o.log.warn('cluster.replicant_compaction_failed', { replicant: log.node, seq, error: e.message }),
+      ).finally(() => {
+        log.compacting = false;
+      });
+    };
+    run();
   }
 
   private async claim(link: Link, body: Buffer): Promise<Buffer> {
