@@ -759,6 +759,24 @@ describe('Link', () => {
     assert.ok(client.bufferedBytes <= 1024);
     await waitFor(() => bytes === 100 + 4 * 1024 * 1024, 'every byte at the server', 3000);
   });
+
+  it('frames of one turn go out together, in order; drained() wakes even when the socket takes them at once', async (t) => {
+    const s = scope(t);
+    const srv = await startLinkServer(s);
+    const client = await connect(s, srv.port, { highWaterMark: 1024 });
+    const server = await srv.links.next('server link');
+    const got: string[] = [];
+    server.onFrame = (_type, body) => {
+      got.push(body.length > 16 ? `big:${body.length}` : body.toString());
+    };
+    for (let i = 0; i < 50; i++) assert.equal(client.send(40, Buffer.from(`m${i}`)), true);
+    // Still gathered: over the mark without a byte in the socket's buffer (no 'drain' will come).
+    assert.equal(client.send(40, Buffer.alloc(2000)), false);
+    assert.ok(client.bufferedBytes > 1024);
+    await within(client.drained(), 3000, 'drained() after the gathered write');
+    await waitFor(() => got.length === 51, 'every frame at the server', 3000);
+    assert.deepEqual(got, [...Array.from({ length: 50 }, (_, i) => `m${i}`), 'big:2000']);
+  });
 });
 
 // ---------------------------------------------------------------------------- forward
