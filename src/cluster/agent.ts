@@ -75,10 +75,15 @@ export class ClusterAgent {
   private status: NodeStatus['status'] = 'joining';
   /** ctl cluster leave ran: this node is alone now. */
   private left = false;
+  /** A core leaving (or left): the RLOG is closed and refused. */
+  private leavingRlog = false;
+  /** SIGTERM: route changes are no longer written (a core's lease revoke removes them all). */
+  private stopping = false;
   /** Cores added by ctl cluster join (and those kept in <data-dir>). */
   private readonly extraSeeds: string[] = [];
   private dns: DnsDiscovery | null = null;
   private lagWarned = new Map<ShardName, number>();
+  private compacting = false;
   private readonly lagTimer: NodeJS.Timeout;
 
   constructor(private readonly o: AgentOptions) {
@@ -168,7 +173,12 @@ export class ClusterAgent {
     if (!log) return;
     // A base costs one write per 512 KiB of routes: worth it once the log holds a few
     // times as many entries as the base would have chunks.
-    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent]);
+    if (this.stopping || this.compacting) return;
+    if (log.entriesSinceBase >= Math.max(256, this.nodeRoutes.sent.size / 2048)) {
+      // One at a time: entries committed while a base is written would queue more bases.
+      this.compacting = true;
+      void log.compact(seq, [...this.nodeRoutes.sent]).finally(() => (this.compacting = false));
+    }
   }
 
   // ---- retained --------------------------------------------------------------------------
@@ -400,8 +410,21 @@ export class ClusterAgent {
     };
   }
 
+  /**
+   * The node is stopping (before its workers end their clients' subscriptions): a core
+   * stops writing route changes, since revoking its lease removes every route in one etcd
+   * call; writing 100k removals first would outlast the stop timeout. A replicant's lease
+   * is not revoked, so its removals still go to its core.
+   */
+  beginStop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.store && !this.left) this.nodeRoutes.discard();
+  }
+
   async stop(): Promise<void> {
-    this.status = 'leaving';
+    this.beginStop();
+    if (!this.left) this.status = 'leaving';
     clearInterval(this.lagTimer);
     this.dns?.stop();
     this.rlog?.stop();
