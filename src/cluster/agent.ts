@@ -138,6 +138,11 @@ export class ClusterAgent {
         onCore: (core) => {
           this.self.core = core ?? undefined;
         },
+        // Its old lease expired (no core kept it alive): the route log entries on it are
+        // gone from etcd, so every route goes out again, numbered after the last entry.
+        onLeaseRenewed: () => {
+          if (!this.left) this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), this.nodeRoutes.lastSeq + 1);
+        },
       });
       await this.client.start();
     }
@@ -250,6 +255,7 @@ export class ClusterAgent {
           return json(r);
         });
       }
+      if (this.leavingRlog && this.role === 'core') throw new Error(`${this.self.name} left the cluster: stream from another core`);
       const r = this.rlog?.handle(link, kind, body);
       if (r) return r;
       throw new Error(`request kind ${kind} is not served by a ${this.role}`);
@@ -267,7 +273,10 @@ export class ClusterAgent {
     const address = this.addressOf(target);
     if (this.left) return { ok: false, status: 409, message: 'this node left the cluster; restart it to join again' };
     const known = [...this.membership.live.values()].find((n) => n.cluster === address || n.name === target);
-    if (known) return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
+    // A replicant asked to join a live core of its own cluster streams from it (below).
+    if (known && (this.role === 'core' || known.role !== 'core' || known.name === this.client?.core)) {
+      return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
+    }
     if (this.role === 'core') {
       return {
         ok: false, status: 409,
@@ -275,10 +284,16 @@ export class ClusterAgent {
           ' and an empty <data-dir>/etcd (--etcd-managed: its member is added to that cluster), or with --etcd pointing at that cluster\'s etcd',
       };
     }
-    // A replicant: stream from the target from now on (the seeds kept in <data-dir>).
-    this.extraSeeds.unshift(address);
+    // A replicant: stream from the target from now on. It is kept among the cores (and in
+    // <data-dir>/cluster.json) only once it streams: a failed join changes nothing.
+    try {
+      await this.client!.switchTo(address);
+    } catch (e) {
+      this.o.log.warn('cluster.join_failed', { target, address, error: (e as Error).message, core: this.client!.core });
+      return { ok: false, status: 502, message: `cannot stream from ${address}: ${(e as Error).message} (still streaming from ${this.client!.core ?? 'no core'})` };
+    }
+    if (!this.extraSeeds.includes(address)) this.extraSeeds.unshift(address);
     this.o.persist?.({ cores: this.coreAddresses().map((c) => c.address) });
-    await this.client!.switchTo(address);
     return { ok: true, status: 200, message: `streaming from ${this.client!.core ?? address}` };
   }
 
@@ -294,12 +309,19 @@ export class ClusterAgent {
     this.status = 'leaving';
     this.o.log.warn('cluster.leaving', { node: this.self.name });
     if (this.store) {
+      // Its replicants first: their streams close (and new ones are refused), so they move
+      // to another core, which takes their leases over, before this core's entries go.
+      this.leavingRlog = true;
+      const moved = this.rlog?.count ?? 0;
+      this.rlog?.stop('core leaving the cluster');
+      if (moved > 0) this.o.log.info('cluster.replicants_released', { replicants: moved });
       await this.store.leave();
       if (this.o.cfg.cluster.etcd.managed) await removeMember(this.o.etcdEndpoints, this.self.name).catch(() => undefined);
     } else if (this.client) {
       await this.client.leave();
     }
     this.left = true;
+    this.status = 'left';
     this.goAlone();
     this.o.persist?.({ cores: [], left: true });
     this.o.log.warn('cluster.left', { node: this.self.name, detail: 'serving this node\'s clients alone until it is stopped' });
@@ -361,6 +383,8 @@ export class ClusterAgent {
 
   /** Every member's status: this node's own, the others' asked over their cluster ports. */
   async clusterView(timeoutMs = 1500): Promise<{ nodes: (NodeStatus | { name: string; role: string; status: 'stopped'; uptime_s: 0; core: null; shards: [] })[] }> {
+    // A node that left is a cluster of one (its replica of the nodes shard is stale).
+    if (this.left) return { nodes: [this.nodeStatus()] };
     const names = new Set<string>([...this.membership.members.keys(), ...this.membership.live.keys(), this.self.name]);
     const nodes = await Promise.all([...names].sort().map(async (name) => {
       if (name === this.self.name) return this.nodeStatus();
