@@ -78,10 +78,15 @@ export class ClusterAgent {
   private status: NodeStatus['status'] = 'joining';
   /** ctl cluster leave ran: this node is alone now. */
   private left = false;
+  /** A core leaving (or left): the RLOG is closed and refused. */
+  private leavingRlog = false;
+  /** SIGTERM: route changes are no longer written (a core's lease revoke removes them all). */
+  private stopping = false;
   /** Cores added by ctl cluster join (and those kept in <data-dir>). */
   private readonly extraSeeds: string[] = [];
   private dns: DnsDiscovery | null = null;
   private lagWarned = new Map<ShardName, number>();
+  private compacting = false;
   private readonly lagTimer: NodeJS.Timeout;
 
   constructor(private readonly o: AgentOptions) {
@@ -136,6 +141,11 @@ export class ClusterAgent {
         onCore: (core) => {
           this.self.core = core ?? undefined;
         },
+        // Its old lease expired (no core kept it alive): the route log entries on it are
+        // gone from etcd, so every route goes out again, numbered after the last entry.
+        onLeaseRenewed: () => {
+          if (!this.left) this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), this.nodeRoutes.lastSeq + 1);
+        },
       });
       await this.client.start();
     }
@@ -171,7 +181,12 @@ export class ClusterAgent {
     if (!log) return;
     // A base costs one write per 512 KiB of routes: worth it once the log holds a few
     // times as many entries as the base would have chunks.
-    if (log.entriesSinceBase >= Math.max(COMPACT_MIN_ENTRIES, this.nodeRoutes.sent.size / 2048)) void log.compact(seq, [...this.nodeRoutes.sent], (k) => this.nodeRoutes.sentValueOf(k));
+    if (this.stopping || this.compacting) return;
+    if (log.entriesSinceBase >= Math.max(COMPACT_MIN_ENTRIES, this.nodeRoutes.sent.size / 2048)) {
+      // One at a time: entries committed while a base is written would queue more bases.
+      this.compacting = true;
+      void log.compact(seq, [...this.nodeRoutes.sent], (k) => this.nodeRoutes.sentValueOf(k)).finally(() => (this.compacting = false));
+    }
   }
 
   // ---- retained --------------------------------------------------------------------------
@@ -243,6 +258,7 @@ export class ClusterAgent {
           return json(r);
         });
       }
+      if (this.leavingRlog && this.role === 'core') throw new Error(`${this.self.name} left the cluster: stream from another core`);
       const r = this.rlog?.handle(link, kind, body);
       if (r) return r;
       throw new Error(`request kind ${kind} is not served by a ${this.role}`);
@@ -260,7 +276,10 @@ export class ClusterAgent {
     const address = this.addressOf(target);
     if (this.left) return { ok: false, status: 409, message: 'this node left the cluster; restart it to join again' };
     const known = [...this.membership.live.values()].find((n) => n.cluster === address || n.name === target);
-    if (known) return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
+    // A replicant asked to join a live core of its own cluster streams from it (below).
+    if (known && (this.role === 'core' || known.role !== 'core' || known.name === this.client?.core)) {
+      return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
+    }
     if (this.role === 'core') {
       return {
         ok: false, status: 409,
@@ -268,10 +287,16 @@ export class ClusterAgent {
           ' and an empty <data-dir>/etcd (--etcd-managed: its member is added to that cluster), or with --etcd pointing at that cluster\'s etcd',
       };
     }
-    // A replicant: stream from the target from now on (the seeds kept in <data-dir>).
-    this.extraSeeds.unshift(address);
+    // A replicant: stream from the target from now on. It is kept among the cores (and in
+    // <data-dir>/cluster.json) only once it streams: a failed join changes nothing.
+    try {
+      await this.client!.switchTo(address);
+    } catch (e) {
+      this.o.log.warn('cluster.join_failed', { target, address, error: (e as Error).message, core: this.client!.core });
+      return { ok: false, status: 502, message: `cannot stream from ${address}: ${(e as Error).message} (still streaming from ${this.client!.core ?? 'no core'})` };
+    }
+    if (!this.extraSeeds.includes(address)) this.extraSeeds.unshift(address);
     this.o.persist?.({ cores: this.coreAddresses().map((c) => c.address) });
-    await this.client!.switchTo(address);
     return { ok: true, status: 200, message: `streaming from ${this.client!.core ?? address}` };
   }
 
@@ -287,12 +312,19 @@ export class ClusterAgent {
     this.status = 'leaving';
     this.o.log.warn('cluster.leaving', { node: this.self.name });
     if (this.store) {
+      // Its replicants first: their streams close (and new ones are refused), so they move
+      // to another core, which takes their leases over, before this core's entries go.
+      this.leavingRlog = true;
+      const moved = this.rlog?.count ?? 0;
+      this.rlog?.stop('core leaving the cluster');
+      if (moved > 0) this.o.log.info('cluster.replicants_released', { replicants: moved });
       await this.store.leave();
       if (this.o.cfg.cluster.etcd.managed) await removeMember(this.o.etcdEndpoints, this.self.name).catch(() => undefined);
     } else if (this.client) {
       await this.client.leave();
     }
     this.left = true;
+    this.status = 'left';
     this.goAlone();
     this.o.persist?.({ cores: [], left: true });
     this.o.log.warn('cluster.left', { node: this.self.name, detail: 'serving this node\'s clients alone until it is stopped' });
@@ -354,6 +386,8 @@ export class ClusterAgent {
 
   /** Every member's status: this node's own, the others' asked over their cluster ports. */
   async clusterView(timeoutMs = 1500): Promise<{ nodes: (NodeStatus | { name: string; role: string; status: 'stopped'; uptime_s: 0; core: null; shards: [] })[] }> {
+    // A node that left is a cluster of one (its replica of the nodes shard is stale).
+    if (this.left) return { nodes: [this.nodeStatus()] };
     const names = new Set<string>([...this.membership.members.keys(), ...this.membership.live.keys(), this.self.name]);
     const nodes = await Promise.all([...names].sort().map(async (name) => {
       if (name === this.self.name) return this.nodeStatus();
@@ -403,8 +437,21 @@ export class ClusterAgent {
     };
   }
 
+  /**
+   * The node is stopping (before its workers end their clients' subscriptions): a core
+   * stops writing route changes, since revoking its lease removes every route in one etcd
+   * call; writing 100k removals first would outlast the stop timeout. A replicant's lease
+   * is not revoked, so its removals still go to its core.
+   */
+  beginStop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.store && !this.left) this.nodeRoutes.discard();
+  }
+
   async stop(): Promise<void> {
-    this.status = 'leaving';
+    this.beginStop();
+    if (!this.left) this.status = 'leaving';
     clearInterval(this.lagTimer);
     this.dns?.stop();
     this.rlog?.stop();

@@ -62,7 +62,7 @@ export class NodeRoutes {
     /** Worker w's ops up to seq are committed. */
     private readonly onCommitted: (w: number, seq: number) => void,
     /** After each log entry is committed (a core compacts its log from here). */
-    private readonly afterBatch?: (seq: number) => void,
+    private afterBatch?: (seq: number) => void,
     firstSeq = 1,
   ) {
     this.waiting = Array.from({ length: workers }, () => []);
@@ -218,6 +218,15 @@ export class NodeRoutes {
     this.nextSeq = firstSeq;
     for (const k of this.refs.keys()) this.dirty.add(k);
     this.kick();
+  }
+
+  /**
+   * From now on nothing is written: every change counts as committed at once (a core that
+   * stops: its lease revoke removes its routes from etcd in one call).
+   */
+  discard(): void {
+    this.writer = async () => undefined;
+    this.afterBatch = undefined;
   }
 
   /** A worker died: its ops will not be waited for. */

@@ -45,6 +45,48 @@ async function seedEtcd(cfg: Config, log: Logger): Promise<string[]> {
   throw Object.assign(new Error(`cannot join: no seed answered with its etcd (${errors.join('; ')})`), { code: 'CLUSTER_JOIN_FAILED' });
 }
 
+/** How long a join waits for etcd to accept its member add (cores started together). */
+const JOIN_WAIT_MS = 90_000;
+
+/**
+ * etcd refuses a member add, before changing anything, while its newest member joined
+ * less than 5 s ago ("unhealthy cluster") and while another new member is still a learner
+ * ("too many learner members in cluster": one learner at a time). Cores started together
+ * thus join one after the other: each of those answers is waited out and tried again,
+ * every second, for up to JOIN_WAIT_MS, saying so every 5 s.
+ */
+async function joinWhenAccepted(join: () => Promise<ManagedEtcd>, log: Logger): Promise<ManagedEtcd> {
+  const t0 = Date.now();
+  let attempts = 0;
+  let lastLog = 0;
+  for (;;) {
+    attempts++;
+    try {
+      const m = await join();
+      if (attempts > 1) log.info('cluster.etcd_member_join_accepted', { attempts, waited_ms: Date.now() - t0 });
+      return m;
+    } catch (e) {
+      const msg = (e as Error).message;
+      const busy = /too many learner members/.test(msg) ? 'learner' : /unhealthy cluster/.test(msg) ? 'unhealthy' : null;
+      if (busy === null) throw e;
+      const waited = Date.now() - t0;
+      if (waited > JOIN_WAIT_MS) {
+        throw Object.assign(new Error(`etcd did not accept this core's member for ${waited} ms (${attempts} attempts): ${msg}`), { code: 'CLUSTER_JOIN_FAILED' });
+      }
+      if (attempts === 1 || Date.now() - lastLog >= 5000) {
+        lastLog = Date.now();
+        log.info('cluster.etcd_member_join_wait', {
+          reason: busy, attempts, waited_ms: waited, limit_ms: JOIN_WAIT_MS,
+          detail: busy === 'learner'
+            ? 'another new member is still a learner (etcd takes one at a time); trying again'
+            : 'etcd accepts no new member yet (the last one joined under 5 s ago); trying again',
+        });
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 export async function startClusterEtcd(cfg: Config, log: Logger): Promise<ClusterEtcd> {
   const c = cfg.cluster;
   if (c.role !== 'core') return { endpoints: [], member: null };
@@ -61,19 +103,7 @@ export async function startClusterEtcd(cfg: Config, log: Logger): Promise<Cluste
   } else if (c.seeds.length > 0) {
     const urls = await seedEtcd(cfg, log);
     log.info('cluster.etcd_member_join', { data_dir: dataDir, cluster_etcd: urls });
-    // etcd refuses a member add while its last new member is younger than 5 s
-    // ("unhealthy cluster"): cores started together join one after the other.
-    const until = Date.now() + 30_000;
-    for (;;) {
-      try {
-        member = await joinManagedEtcd({ ...base, clientUrls: urls });
-        break;
-      } catch (e) {
-        if (!/unhealthy cluster/.test((e as Error).message) || Date.now() > until) throw e;
-        log.info('cluster.etcd_member_join_wait', { detail: 'etcd accepts no new member yet (the last one joined under 5 s ago); trying again' });
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
+    member = await joinWhenAccepted(() => joinManagedEtcd({ ...base, clientUrls: urls }), log);
   } else {
     log.info('cluster.etcd_member_new', { data_dir: dataDir });
     member = await startManagedEtcd({ ...base, clusterState: 'new' });

@@ -31,6 +31,8 @@ export type ToReplicator =
   | { type: 'purge'; worker: number; slot: number; reqId: number }
   | { type: 'stats'; reqId: number }
   | { type: 'stop' }
+  /** The node stops: sent before the workers end their clients (and so their routes). */
+  | { type: 'stopping' }
   /** The port that worker `worker` listens to (a new one after a restart). */
   | { type: 'workerPort'; worker: number; port: MessagePort }
   | { type: 'claim'; reqId: number; clientId: string; persistent: boolean }
@@ -47,7 +49,9 @@ export type FromReplicator =
   | { type: 'ready'; trie: { heap: SharedArrayBuffer } }
   | { type: 'reply'; reqId: number; value: unknown }
   | { type: 'error'; error: string; code?: string }
-  | { type: 'log'; line: string };
+  | { type: 'log'; line: string }
+  /** Everything is closed: the thread may be terminated (the supervisor does so). */
+  | { type: 'stopped' };
 
 /** What a worker sends the replication thread on its port. */
 export type WorkerToAgent = { type: 'retain'; msg: Message; seq: number };
@@ -371,6 +375,7 @@ port.on('message', (m: ToReplicator) => {
   else if (m.type === 'clusterView') reply(m.reqId, agent ? agent.clusterView() : null);
   else if (m.type === 'clusterStats') reply(m.reqId, agent?.stats() ?? null);
   else if (m.type === 'join') reply(m.reqId, agent ? agent.join(m.target) : null);
+  else if (m.type === 'stopping') agent?.beginStop();
   else if (m.type === 'leave') reply(m.reqId, agent ? agent.leave() : null);
   else if (m.type === 'forceLeave') reply(m.reqId, agent ? agent.forceLeave(m.node) : null);
   else if (m.type === 'routesOf') reply(m.reqId, routesOf(m.topic));
@@ -389,6 +394,7 @@ port.on('message', (m: ToReplicator) => {
       .then(() => {
         clearInterval(reclaimTimer);
         for (const p of workerPorts) p?.close();
+        port.postMessage({ type: 'stopped' } satisfies FromReplicator);
         port.close();
       });
   }

@@ -123,6 +123,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         repPending.get(m.reqId)?.(m.value);
         repPending.delete(m.reqId);
       } else if (m.type === 'log') log.raw(m.line);
+      // Done stopping: an etcd client's sockets and timers may keep the thread alive.
+      else if (m.type === 'stopped') void rep.terminate();
       else if (!repReady) reject(Object.assign(new Error(m.error), { code: m.code }));
       else log.error('replicator.error', { error: m.error });
     });
@@ -348,6 +350,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
 
   const stopAll = async (timeoutMs: number): Promise<void> => {
     stopping = true;
+    // First, so that the replication thread does not write the routes the workers are about to drop.
+    rep.postMessage({ type: 'stopping' } satisfies ToReplicator);
     await Promise.all(slots.map(async (s) => {
       const w = s.worker;
       if (!w) return;

@@ -6,8 +6,10 @@
 // When the link drops it moves to another live core at once (the cores it knows from the
 // nodes shard, then its seeds), resuming every shard from its last revision, and resends
 // the writes that were not answered, in order. Which core: the first connection picks by a
-// hash of the replicant's name (so replicants spread over cores); a failover takes the next
-// one, so a core that comes back does not get every replicant at once.
+// hash of the replicant's name (so replicants spread over cores); a failover picks the same
+// way among the other cores and tries the one it lost last (it stays listed until its lease
+// expires), and nothing moves back later, so a core that comes back does not get every
+// replicant at once.
 import type { Logger } from '../../log/logger.js';
 import { hash32 } from '../../broker/shared.js';
 import { encodeOps, readOps } from '../kv-codec.js';
@@ -30,6 +32,11 @@ export interface RlogClientOptions {
   log: Logger;
   /** The link to a core is up (name) or down (null). */
   onCore?: (core: string | null) => void;
+  /**
+   * The core granted a new lease in place of the one this replicant had (it expired while no
+   * core kept it alive): what hung on the old one (its routes) must be written again.
+   */
+  onLeaseRenewed?: (lease: string) => void;
 }
 
 interface PendingWrite {
@@ -48,7 +55,8 @@ export class RlogClient {
   /** Writes not answered yet, oldest first: resent in order on the next link. */
   private readonly writes: PendingWrite[] = [];
   private connecting: Promise<void> | null = null;
-  private lastFailed: string | null = null;
+  /** The core whose link closed last (tried last on the failover). */
+  private lost: { name: string | null; address: string } | null = null;
   /** Shards bootstrapped at least once (then resumed from their revision). */
   private readonly loaded = new Set<ShardName>();
   private readonly readyWaiters: (() => void)[] = [];
@@ -71,17 +79,13 @@ export class RlogClient {
     if (this.connecting) return this.connecting;
     this.connecting = (async () => {
       let delay = 50;
-      let first = true;
       while (!this.stopped && this.link === null) {
-        const list = this.candidates(first);
-        first = false;
-        for (const c of list) {
+        for (const c of this.candidates()) {
           if (this.stopped) return;
           try {
-            await this.attach(await this.o.connect(c.address));
+            await this.attach(await this.o.connect(c.address), c.address);
             return;
           } catch (e) {
-            this.lastFailed = c.address;
             this.o.log.warn('cluster.core_unreachable', { core: c.name ?? c.address, error: (e as Error).message });
           }
         }
@@ -94,21 +98,23 @@ export class RlogClient {
     return this.connecting;
   }
 
-  /** Cores in the order to try: by hash of our name at first, else after the one that failed. */
-  private candidates(first: boolean): { name: string | null; address: string }[] {
-    const all = this.o.cores();
+  /**
+   * Cores in the order to try: starting at hash(our name) mod their number, so replicants
+   * spread over cores; after a failover the core just lost comes last (it is still listed
+   * while its lease lasts, and a host that is gone would cost the 3 s connect timeout).
+   */
+  private candidates(): { name: string | null; address: string }[] {
     const seen = new Set<string>();
-    const list = all.filter((c) => !seen.has(c.address) && seen.add(c.address));
-    if (list.length === 0) return [];
-    let start = hash32(this.o.self.name) % list.length;
-    if (!first && this.lastFailed !== null) {
-      const i = list.findIndex((c) => c.address === this.lastFailed);
-      if (i >= 0) start = (i + 1) % list.length;
-    }
-    return [...list.slice(start), ...list.slice(0, start)];
+    const list = this.o.cores().filter((c) => !seen.has(c.address) && seen.add(c.address));
+    const lost = this.lost;
+    const isLost = (c: { name: string | null; address: string }): boolean =>
+      lost !== null && (c.address === lost.address || (c.name !== null && c.name === lost.name));
+    const others = list.filter((c) => !isLost(c));
+    const start = others.length === 0 ? 0 : hash32(this.o.self.name) % others.length;
+    return [...others.slice(start), ...others.slice(0, start), ...list.filter(isLost)];
   }
 
-  private async attach(link: Link): Promise<void> {
+  private async attach(link: Link, address: string): Promise<void> {
     const { log, shards } = this.o;
     link.onFrame = (type, body) => this.onFrame(type, body);
     const revs: Partial<Record<ShardName, number | null>> = {};
@@ -120,19 +126,25 @@ export class RlogClient {
       link.close('subscribe failed');
       throw e;
     }
-    const wasCore = this.core;
+    const old = this.link;
+    const renewed = this.lease !== null && answer.lease !== this.lease;
+    if (old !== null || this.lost !== null) this.failovers++;
     this.link = link;
     this.lease = answer.lease;
     this.core = answer.core;
-    this.lastFailed = null;
-    if (wasCore !== null) this.failovers++;
-    log.info('cluster.core_connected', { core: answer.core, lease: answer.lease, resumed: SHARDS.filter((s) => revs[s] !== null) });
+    this.lost = null;
+    // A switch (ctl cluster join): the old link goes only now that the new one streams.
+    if (old !== null) {
+      old.onFrame = () => undefined;
+      old.close(`switched to ${answer.core}`);
+    }
+    log.info('cluster.core_connected', { core: answer.core, lease: answer.lease, lease_renewed: renewed, resumed: SHARDS.filter((s) => revs[s] !== null) });
     this.o.onCore?.(answer.core);
     link.onClose = (reason) => {
       if (this.link !== link) return;
       this.link = null;
       this.o.log.warn('cluster.core_lost', { core: this.core, reason });
-      this.lastFailed = link.peerAddress ?? null;
+      this.lost = { name: this.core, address };
       this.core = null;
       this.o.onCore?.(null);
       for (const s of SHARDS) this.snap.delete(s);
@@ -140,6 +152,10 @@ export class RlogClient {
     };
     // Writes that the previous core did not answer, in order.
     for (const w of this.writes) this.send(link, w);
+    if (renewed) {
+      log.warn('cluster.lease_renewed', { core: answer.core, lease: answer.lease, detail: 'the previous lease expired: routes are written again' });
+      this.o.onLeaseRenewed?.(answer.lease);
+    }
   }
 
   private onFrame(type: number, body: Buffer): void {
@@ -255,12 +271,13 @@ export class RlogClient {
     return b.readDoubleBE(0);
   }
 
-  /** Moves to the core at `address` now (ctl cluster join). */
+  /**
+   * Moves to the core at `address` now (ctl cluster join). Rejects, and streams on from
+   * the current core, when that core cannot be reached or refuses the subscription.
+   */
   async switchTo(address: string): Promise<void> {
     const link = await this.o.connect(address);
-    this.link?.close(`switching to ${address}`);
-    this.link = null;
-    await this.attach(link);
+    await this.attach(link, address);
   }
 
   /** This replicant leaves the cluster: its core removes its entries; streaming stops. */

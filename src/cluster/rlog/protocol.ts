@@ -68,7 +68,7 @@ export interface ShardStatus {
 export interface NodeStatus {
   name: string;
   role: 'core' | 'replicant';
-  status: 'running' | 'stopped' | 'joining' | 'leaving';
+  status: 'running' | 'stopped' | 'joining' | 'leaving' | 'left';
   uptime_s: number;
   /** A replicant's core (null while it has none). */
   core: string | null;

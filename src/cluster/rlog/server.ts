@@ -105,7 +105,11 @@ export class RlogService {
     this.subs.set(link, s);
     this.replicants.set(node.name, s);
     const l = lease;
-    store.leases.keep(l, leaseTtl, () => log.warn('cluster.replicant_lease_lost', { replicant: node.name, lease: l }));
+    store.leases.keep(l, leaseTtl, () => {
+      log.warn('cluster.replicant_lease_lost', { replicant: node.name, lease: l });
+      // Its entries are gone from etcd: reconnecting gets it a new lease, and it writes them again.
+      if (this.replicants.get(node.name) === s) link.close('replicant lease lost');
+    });
     await store.putNode(node, lease);
     log.info('cluster.replicant_joined', { replicant: node.name, lease, lease_reused: reused });
     // Streams start after the answer (the replicant must know its lease first).
@@ -275,9 +279,9 @@ export class RlogService {
     return json({ ok: true });
   }
 
-  stop(): void {
+  stop(reason = 'core stopping'): void {
     clearInterval(this.progressTimer);
-    for (const s of this.subs.values()) s.link.close('core stopping');
+    for (const s of [...this.subs.values()]) s.link.close(reason);
   }
 }
 
