@@ -1059,6 +1059,24 @@ describe('RemoteRoutes', () => {
     assert.deepEqual(t.calls.slice(-2).sort(), [['a', []], ['b', []]]);
   });
 
+  it('holds(slot): whether a node still holds any route, through single and shared holders', () => {
+    const { m, rr, shard } = setup();
+    const [s1, s2] = [m.slotOf('n1'), m.slotOf('n2')];
+    apply(shard, set(r('n1', 'i', 'x'), EMPTY), set(r('n2', 'i', 'x'), EMPTY), set(r('n1', 'i', 'y'), EMPTY));
+    assert.deepEqual([rr.holds(s1), rr.holds(s2)], [true, true]);
+    apply(shard, del(r('n2', 'i', 'x')));
+    assert.equal(rr.holds(s2), false);
+    apply(shard, del(r('n1', 'i', 'x')));
+    assert.equal(rr.holds(s1), true, 'y is still held');
+    apply(shard, set(r('n1', 'j', 'y'), EMPTY), del(r('n1', 'i', 'y')));
+    assert.equal(rr.holds(s1), true, 'the other incarnation holds y');
+    apply(shard, del(r('n1', 'j', 'y')));
+    assert.equal(rr.holds(s1), false);
+    apply(shard, set(r('n2', 'i', 'z'), EMPTY));
+    rr.clear();
+    assert.equal(rr.holds(s2), false);
+  });
+
   it('a route held by 65,536 incarnations of one node (past the packed count) counts right', () => {
     const { m, rr } = setup();
     const slot = m.slotOf('n1');
@@ -1091,6 +1109,42 @@ describe('Membership', () => {
     assert.equal(m.slotOf('one-more'), -1);
     assert.equal(m.slotOf('one-more'), -1);
     assert.equal(m.slotOf('a'), 2, 'known names keep their slot');
+  });
+
+  it('reclaim(): a node gone for the quarantine, holding no routes, gives its slot to the next new name', () => {
+    const shard = new ShardState('nodes');
+    shard.reset([['live/a', info('a', 'replicant')], ['live/b', info('b', 'replicant')], ['member/b', B(JSON.stringify({ name: 'b', role: 'replicant', joined_at: 1 }))]], 1);
+    const m = new Membership('me');
+    m.attach(shard);
+    const [sa, sb] = [m.slotOf('a'), m.slotOf('b')];
+    shard.apply({ rev: 2, ts: 0, ops: [del('live/a'), del('live/b')] });
+    let held = new Set([sa]);
+    assert.deepEqual(m.reclaim(1000, 60_000, (s) => held.has(s)), [], 'first seen gone');
+    assert.deepEqual(m.reclaim(30_000, 60_000, (s) => held.has(s)), [], 'within the quarantine');
+    assert.deepEqual(m.reclaim(61_000, 60_000, (s) => held.has(s)), [], 'a still holds routes; b is still a member');
+    held = new Set();
+    assert.deepEqual(m.reclaim(62_000, 60_000, (s) => held.has(s)), ['a']);
+    assert.equal(m.slotsReclaimed, 1);
+    assert.equal(m.nameOf(sa), undefined);
+    assert.equal(m.slotOf('newcomer'), sa, 'the freed slot is used first');
+    assert.equal(m.slotOf('b'), sb, 'a stopped member keeps its slot');
+    // Back before the quarantine ends: the clock starts again when it goes next time.
+    shard.apply({ rev: 3, ts: 0, ops: [set('live/newcomer', info('newcomer', 'replicant'))] });
+    shard.apply({ rev: 4, ts: 0, ops: [del('live/newcomer')] });
+    assert.deepEqual(m.reclaim(63_000, 60_000, () => false), []);
+    shard.apply({ rev: 5, ts: 0, ops: [set('live/newcomer', info('newcomer', 'replicant'))] });
+    assert.deepEqual(m.reclaim(200_000, 60_000, () => false), [], 'live again');
+    assert.equal(m.slotOf('me'), 0);
+  });
+
+  it('past MAX_NODES names, a reclaimed slot is what a new name gets', () => {
+    const m = new Membership('me');
+    for (let i = 1; i < MAX_NODES; i++) m.slotOf(`n${i}`);
+    assert.equal(m.slotOf('late'), -1);
+    m.reclaim(0, 10, () => false);
+    const freed = m.reclaim(20, 10, (s) => s !== 7);
+    assert.deepEqual(freed, ['n7']);
+    assert.equal(m.slotOf('late'), 7);
   });
 
   it('attach(): loads the shard, then follows its changes', () => {

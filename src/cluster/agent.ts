@@ -60,6 +60,9 @@ export interface AgentOptions {
   persist?: (state: { cores: string[]; left?: boolean }) => void;
 }
 
+/** How long a node is gone (neither live nor a member) before its node slot may serve another. */
+const SLOT_QUARANTINE_MS = 60_000;
+
 export class ClusterAgent {
   readonly shards: Record<ShardName, ShardState>;
   readonly membership: Membership;
@@ -421,6 +424,10 @@ export class ClusterAgent {
       this.lagWarned.set(name, now);
       this.o.log.warn('cluster.shard_lag', { shard: name, revisions: lag.revisions, ms: lag.ms, threshold_ms: warnMs });
     }
+    // Slots of nodes gone for a minute whose routes are all gone too, for nodes to come.
+    for (const node of this.membership.reclaim(now, SLOT_QUARANTINE_MS, (slot) => this.remote.holds(slot))) {
+      this.o.log.info('cluster.node_slot_reclaimed', { node });
+    }
   }
 
   /** Counters and states for /api/v1/stats and /status. */
@@ -433,6 +440,7 @@ export class ClusterAgent {
       routes: { local: this.nodeRoutes.size, remote: this.remote.routes, batches: this.nodeRoutes.batchesWritten, ops: this.nodeRoutes.opsWritten },
       pending_writes: this.client?.pendingWrites ?? (this.store ? this.store.retained.queued + this.store.sessions.queued : 0),
       failovers: this.client?.failovers,
+      node_slots_reclaimed: this.membership.slotsReclaimed,
       shards: this.shardStatus(),
     };
   }

@@ -1,7 +1,7 @@
 // The cluster's members as the nodes shard says: live nodes (with their addresses) and
 // members (which survive restarts, so a member without a live entry is "stopped"). Every
-// node also gets a small slot number, stable while this process runs, that the shared
-// node sets use (node-sets.ts).
+// node also gets a small slot number that the shared node sets use (node-sets.ts), stable
+// while the node is known; the slot of a node long gone is given back (reclaim).
 import type { MemberInfo, NodeInfo } from './keys.js';
 import { MAX_NODES } from './node-sets.js';
 import type { ShardChange, ShardState } from './shard.js';
@@ -23,6 +23,12 @@ export class Membership {
   readonly members = new Map<string, MemberInfo>();
   private readonly slots = new Map<string, number>();
   private nextSlot = 0;
+  /** Slots given back by reclaim(), used again before new ones. */
+  private readonly freeSlots: number[] = [];
+  /** Since when (ms) a name with a slot is neither live nor a member. */
+  private readonly goneSince = new Map<string, number>();
+  /** Slots reclaimed over this process's life. */
+  slotsReclaimed = 0;
   private readonly listeners: (() => void)[] = [];
 
   constructor(readonly self: string) {
@@ -33,11 +39,44 @@ export class Membership {
   slotOf(name: string): number {
     let s = this.slots.get(name);
     if (s === undefined) {
-      if (this.nextSlot >= MAX_NODES) return -1;
-      s = this.nextSlot++;
+      const free = this.freeSlots.pop();
+      if (free !== undefined) s = free;
+      else if (this.nextSlot >= MAX_NODES) return -1;
+      else s = this.nextSlot++;
       this.slots.set(name, s);
     }
     return s;
+  }
+
+  /**
+   * Gives back the slots of nodes that have been gone (neither live nor a member) for
+   * `quarantineMs` and that nothing uses any more (`inUse`: remote routes or node sets still
+   * naming the slot), so that nodes coming and going under new names (autoscaled
+   * replicants) do not use up the MAX_NODES slots. The quarantine outlasts the node sets'
+   * own (a reader may still hold a freed set naming the slot for 2 s); a stale set read
+   * after the slot was given to another node costs one needless forward there, which
+   * matches nothing. Returns the names whose slots were given back.
+   */
+  reclaim(now: number, quarantineMs: number, inUse: (slot: number) => boolean): string[] {
+    const out: string[] = [];
+    for (const [name, slot] of this.slots) {
+      if (name === this.self || this.live.has(name) || this.members.has(name)) {
+        this.goneSince.delete(name);
+        continue;
+      }
+      const since = this.goneSince.get(name);
+      if (since === undefined) {
+        this.goneSince.set(name, now);
+        continue;
+      }
+      if (now - since < quarantineMs || inUse(slot)) continue;
+      this.slots.delete(name);
+      this.goneSince.delete(name);
+      this.freeSlots.push(slot);
+      this.slotsReclaimed++;
+      out.push(name);
+    }
+    return out;
   }
 
   nameOf(slot: number): string | undefined {

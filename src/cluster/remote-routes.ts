@@ -25,6 +25,8 @@ export class RemoteRoutes {
   private readonly holders = new Map<string, Holders>();
   /** One reused array for the common single-holder call of setRemote (the target copies it). */
   private readonly one: number[] = [0];
+  /** Routes each node slot holds (a slot with none can be given to another node). */
+  private readonly perSlot = new Map<number, number>();
   changes = 0;
 
   constructor(
@@ -83,28 +85,43 @@ export class RemoteRoutes {
     } else this.target.setRemote(route, [...h.keys()]);
   }
 
+  private slotHolds(slot: number, d: 1 | -1): void {
+    const n = (this.perSlot.get(slot) ?? 0) + d;
+    if (n > 0) this.perSlot.set(slot, n);
+    else this.perSlot.delete(slot);
+  }
+
   private bump(route: string, slot: number, d: 1 | -1): void {
     const h = this.holders.get(route);
     if (h === undefined) {
-      if (d > 0) this.holders.set(route, slot * HOLDER_COUNT + 1);
+      if (d > 0) {
+        this.holders.set(route, slot * HOLDER_COUNT + 1);
+        this.slotHolds(slot, 1);
+      }
       return;
     }
     if (typeof h === 'number') {
       const hs = Math.floor(h / HOLDER_COUNT);
       const n = h % HOLDER_COUNT;
       if (hs === slot) {
-        if (n + d <= 0) this.holders.delete(route);
-        else if (n + d < HOLDER_COUNT) this.holders.set(route, h + d);
+        if (n + d <= 0) {
+          this.holders.delete(route);
+          this.slotHolds(slot, -1);
+        } else if (n + d < HOLDER_COUNT) this.holders.set(route, h + d);
         else this.holders.set(route, new Map([[slot, n + d]]));
         return;
       }
       if (d < 0) return;
       this.holders.set(route, new Map([[hs, n], [slot, 1]]));
+      this.slotHolds(slot, 1);
       return;
     }
-    const n = (h.get(slot) ?? 0) + d;
+    const before = h.get(slot) ?? 0;
+    const n = before + d;
     if (n > 0) h.set(slot, n);
     else h.delete(slot);
+    if (before === 0 && n > 0) this.slotHolds(slot, 1);
+    else if (before > 0 && n <= 0) this.slotHolds(slot, -1);
     if (h.size === 0) this.holders.delete(route);
     else if (h.size === 1) {
       const [[s1, n1]] = [...h] as [[number, number]];
@@ -116,6 +133,12 @@ export class RemoteRoutes {
   clear(): void {
     for (const route of this.holders.keys()) this.target.setRemote(route, []);
     this.holders.clear();
+    this.perSlot.clear();
+  }
+
+  /** Whether any route is held by node `slot`. */
+  holds(slot: number): boolean {
+    return this.perSlot.has(slot);
   }
 
   /** Remote holders of a route key (for tests and the API). */
