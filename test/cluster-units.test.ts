@@ -2,7 +2,8 @@
 // snapshots, the resumption log, lag), the codecs (kv ops, retained messages, session
 // transfers, RLOG frames), the etcd key layout, the etcd decoders (plain, sessions, route
 // logs and bases), node sets in shared memory (interning, refcounts, quarantine, shared
-// groups), this node's route batches (NodeRoutes), remote routes and membership.
+// groups), this node's route batches (NodeRoutes), remote routes, membership and the node's
+// own retained writes on their way (OwnRetained).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SessionTransfer } from '../src/broker/transfer.js';
@@ -19,6 +20,7 @@ import {
   forEachSlot, GROUP_ENTRIES, groupRemoteBytes, groupRemoteSet, GroupRemoteWriter, MAX_NODES, MAX_SETS,
   NodeSetWriter, nodeSetsBytes, orNodeSet, SET_WORDS,
 } from '../src/cluster/node-sets.js';
+import { OwnRetained } from '../src/cluster/own-retained.js';
 import { RemoteRoutes } from '../src/cluster/remote-routes.js';
 import { decodeRetained, encodeRetained } from '../src/cluster/retained-codec.js';
 import {
@@ -1193,5 +1195,77 @@ describe('Membership', () => {
     assert.deepEqual([...m.live.keys()], ['good']);
     assert.equal(m.members.size, 0);
     assert.equal(m.nameOf(1), 'good', 'no slot was given to the malformed one');
+  });
+});
+
+// ---------------------------------------------------------------------------- own retained writes
+
+describe('OwnRetained', () => {
+  const me = (seq: number) => ({ node: 'a', seq });
+
+  it('a clear and a set at once: the clear coming back from etcd does not hide the set', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 1, true); // clear, in one transaction
+    assert.equal(o.written('t', 1, 10, 9), false);
+    o.wrote('t', 2, false); // set, in the next one (before the clear came back)
+    assert.equal(o.change('t', 10, null), false, 'the clear (rev 10) is older than the set on its way');
+    o.reached(10);
+    assert.equal(o.written('t', 2, 11, 10), false);
+    assert.equal(o.change('t', 11, me(2)), true, 'the set itself');
+    assert.equal(o.size, 0);
+  });
+
+  it('the same, with the watch faster than the answers', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 1, true);
+    o.wrote('t', 2, false);
+    assert.equal(o.change('t', 10, null), false);
+    assert.equal(o.written('t', 1, 10, 10), false, 'an older write of the topic: nothing to do');
+    assert.equal(o.change('t', 11, me(2)), true);
+    assert.equal(o.written('t', 2, 11, 11), false);
+    assert.equal(o.size, 0);
+  });
+
+  it('older changes of other nodes are skipped while our write is on its way; newer ones apply', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 5, false);
+    assert.equal(o.change('t', 20, { node: 'b', seq: 3 }), false, 'b wrote before us (revision unknown yet)');
+    assert.equal(o.written('t', 5, 22, 21), false, 'the shard is below our revision: what was skipped was older');
+    assert.equal(o.change('t', 21, { node: 'b', seq: 4 }), false, 'below our revision');
+    assert.equal(o.change('t', 23, { node: 'b', seq: 5 }), true, 'at or above our revision: newer than ours');
+    assert.equal(o.size, 0);
+    assert.equal(o.change('t', 24, null), true, 'nothing of ours on its way: everything applies');
+  });
+
+  it('a change skipped before etcd answered may be newer: the shard value goes again', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 5, false);
+    assert.equal(o.change('t', 31, { node: 'b', seq: 9 }), false);
+    // Our write was at 30, but its change came in a snapshot that also held b's newer one.
+    assert.equal(o.written('t', 5, 30, 31), true);
+    assert.equal(o.size, 0);
+  });
+
+  it('a clear of an absent topic (etcd echoes nothing) ends once the shard passes its revision', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 1, true);
+    assert.equal(o.written('t', 1, 40, 39), false);
+    assert.equal(o.size, 1);
+    o.reached(39);
+    assert.equal(o.size, 1);
+    o.reached(41); // a change of another topic
+    assert.equal(o.size, 0);
+    assert.equal(o.change('t', 42, { node: 'b', seq: 1 }), true);
+  });
+
+  it('a write etcd never took ends at once and the shard value goes back', () => {
+    const o = new OwnRetained('a');
+    o.wrote('t', 1, false);
+    assert.equal(o.written('t', 1, 0, 50), true);
+    assert.equal(o.size, 0);
+    o.wrote('u', 2, false);
+    o.wrote('u', 3, false);
+    assert.equal(o.written('u', 2, 0, 50), false, 'a newer write of the topic is on its way');
+    assert.equal(o.size, 1);
   });
 });

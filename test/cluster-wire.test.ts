@@ -621,7 +621,7 @@ describe('Link', () => {
     assert.equal(timers(), before, 'the connect timer of the failed connect is still pending');
   });
 
-  it('a handshake the peer cuts leaves no timer behind', { todo: 'bug: clientHandshake does not end its handshake reader when hs.next() rejects' }, async (t) => {
+  it('a handshake the peer cuts leaves no timer behind', async (t) => {
     const s = scope(t);
     const port = await s.listen(net.createServer((c) => {
       c.on('error', () => undefined);
@@ -916,6 +916,29 @@ describe('forward', () => {
     assert.deepEqual(recs(p.got), range(0, 30));
   });
 
+  it('a sender the full dedupe table cannot record: still delivered once, counted and logged once', async (t) => {
+    const s = scope(t);
+    const dedupe = new DedupeTable(new SharedArrayBuffer(DedupeTable.bytes(1)));
+    dedupe.set('c|inc-c|0', 1); // the one entry, in use
+    const cap = capture();
+    const got: string[] = [];
+    const fwd = createForwardServer({ ...identity('b', cap.log), dedupe, onMessage: (_from, rec) => got.push(rec.toString()) });
+    const port = await s.listen(fwd.server);
+    s.defer(() => fwd.close());
+    const sender = new ForwardSender({ ...identity('a', capture().log), peerNode: 'b', host: HOST, port, worker: 1 });
+    s.defer(() => sender.close());
+    const done: SendStatus[] = [];
+    for (let i = 0; i < 10; i++) sender.send([Buffer.from(`m${i}`)], 1, (st) => done.push(st));
+    await waitFor(() => done.length === 10, 'the first acks');
+    for (let i = 10; i < 20; i++) sender.send([Buffer.from(`m${i}`)], 1, (st) => done.push(st));
+    await waitFor(() => done.length === 20, 'the second acks');
+    assert.deepEqual(got, range(0, 20));
+    const warns = cap.lines.filter((l) => l.msg === 'cluster.dedupe_full');
+    assert.equal(warns.length, 1, 'logged once per link');
+    assert.deepEqual([warns[0]!['level'], warns[0]!['peer'], warns[0]!['sender'], warns[0]!['entries'], warns[0]!['used']], ['warn', 'a', 'a|inc-a|1', 1, 1]);
+    assert.ok(dedupe.stats().refused >= 2, 'every refused claim is counted');
+  });
+
   it('QoS 0 is best effort: delivered while up, dropped and counted while down', async (t) => {
     const s = scope(t);
     const p = await forwardPair(s, { proxy: true });
@@ -1081,17 +1104,13 @@ describe('DedupeTable', () => {
       msgs.push(await within(done, 5000, 'worker done'));
       assert.deepEqual(msgs, ['ready', 'done']);
       for (let k = 0; k < KEYS; k++) assert.equal(t.get(`k${k}`), N, `k${k}`);
-      // entry = [hash hi, hash lo, seq i64]: one claimed entry per key.
-      const words = new Int32Array(sab);
-      let claimed = 0;
-      for (let e = 0; e < words.length / 4; e++) if (words[e * 4] !== 0) claimed++;
-      assert.equal(claimed, KEYS);
+      assert.equal(t.stats().used, KEYS, 'one claimed entry per key');
     } finally {
       await w.terminate();
     }
   });
 
-  it('a key claimed by two workers at the same instant keeps the highest seq', { todo: 'bug: a claim race in DedupeTable.find loses a seq' }, () => {
+  it('a key claimed by two workers at the same instant keeps the highest seq', () => {
     // Worker A records seq 3 for a new key; worker B records seq 7 for it just after A's
     // claim of the entry (its first compareExchange), before A wrote the rest of the key.
     const sab = new SharedArrayBuffer(DedupeTable.bytes(64));
@@ -1116,5 +1135,91 @@ describe('DedupeTable', () => {
     assert.ok(interleaved);
     assert.equal(a.get('a|i|0'), 7, 'seq 7 is lost (B put it in a second entry for the same key)');
     assert.equal(b.get('a|i|0'), 7);
+    assert.equal(a.stats().used, 1, 'one entry for the key');
+  });
+
+  const MIN = 60_000;
+
+  it('a sender not seen for idleMs gives its entry to a new one; live senders keep theirs', () => {
+    let now = 1_700_000_000_000;
+    const sab = new SharedArrayBuffer(DedupeTable.bytes(8));
+    const t = new DedupeTable(sab, { idleMs: 10 * MIN, now: () => now });
+    for (let i = 0; i < 8; i++) assert.equal(t.set(`old${i}`, 100 + i), true);
+    now += 5 * MIN;
+    assert.equal(t.set('new0', 1), false, 'everyone seen within idleMs: refused');
+    assert.deepEqual(t.stats(), { entries: 8, used: 8, refused: 1, reclaimed: 0 });
+    now += 4 * MIN;
+    t.set('old0', 200); // seen again (a write)
+    assert.equal(t.get('old1'), 101); // seen again (a read, as a link opening)
+    now += 2 * MIN; // old2..7 idle for 11 minutes, old0 and old1 for 2
+    for (let i = 0; i < 6; i++) assert.equal(t.set(`new${i}`, 10 + i), true, `new${i}`);
+    assert.equal(t.set('new6', 1), false, 'the two live senders are not taken over');
+    assert.deepEqual([t.get('old0'), t.get('old1')], [200, 101]);
+    for (let i = 0; i < 6; i++) assert.equal(t.get(`new${i}`), 10 + i, `new${i} starts from its own seq, not the old one's`);
+    for (let i = 2; i < 8; i++) assert.equal(t.get(`old${i}`), 0, `old${i} was reclaimed`);
+    assert.deepEqual(t.stats(), { entries: 8, used: 8, refused: 2, reclaimed: 6 });
+    // Another worker's view of the same memory sees the same table.
+    assert.equal(new DedupeTable(sab, { now: () => now }).get('new3'), 13);
+  });
+
+  it('peers restarting for ever do not fill the default table', () => {
+    let now = 1_700_000_000_000;
+    const t = new DedupeTable(new SharedArrayBuffer(DedupeTable.bytes()), { now: () => now });
+    // 6 peers × 8 workers each restart once a minute for 2 days: 138,240 sender keys.
+    const restarts = 2 * 24 * 60;
+    for (let r = 0; r < restarts; r++) {
+      for (let p = 0; p < 6; p++) for (let w = 0; w < 8; w++) assert.equal(t.set(`peer${p}|inc${r}|${w}`, r + 1), true);
+      now += MIN;
+    }
+    for (let p = 0; p < 6; p++) for (let w = 0; w < 8; w++) assert.equal(t.get(`peer${p}|inc${restarts - 1}|${w}`), restarts);
+    const st = t.stats();
+    assert.equal(st.refused, 0);
+    assert.equal(st.reclaimed, restarts * 48 - 4096, 'once full, every new key took over an idle one');
+  });
+
+  it('two threads taking over idle entries at once: every live key keeps its highest seq', async () => {
+    // A small table full of idle senders; both threads record the same 48 new keys, each key
+    // in rounds of increasing seqs, so that takeovers and writes of the same keys interleave.
+    const KEYS = 48;
+    const N = 200;
+    const sab = new SharedArrayBuffer(DedupeTable.bytes(64));
+    const idle = new DedupeTable(sab, { now: () => 0 });
+    for (let i = 0; i < 64; i++) idle.set(`idle${i}`, 1000);
+    const go = new Int32Array(new SharedArrayBuffer(4));
+    const url = new URL('../src/cluster/wire/dedupe.js', import.meta.url).href;
+    const w = new Worker(`
+      const { workerData, parentPort } = require('node:worker_threads');
+      import(workerData.url).then(({ DedupeTable }) => {
+        const t = new DedupeTable(workerData.sab, { now: () => 3600_000 });
+        parentPort.postMessage('ready');
+        Atomics.wait(workerData.go, 0, 0);
+        let refused = 0;
+        for (let s = 1; s <= workerData.N; s += 2) for (let k = 0; k < workerData.KEYS; k++) if (!t.set('k' + k, s)) refused++;
+        parentPort.postMessage('done ' + refused);
+      });`, { eval: true, workerData: { sab, go, url, N, KEYS } });
+    try {
+      const next = (): Promise<string> => new Promise((resolve, reject) => {
+        w.once('message', (m: string) => resolve(m));
+        w.once('error', reject);
+      });
+      assert.equal(await within(next(), 5000, 'worker ready'), 'ready');
+      const done = next();
+      Atomics.store(go, 0, 1);
+      Atomics.notify(go, 0);
+      const t = new DedupeTable(sab, { now: () => 3600_000 });
+      let refused = 0;
+      for (let s = 2; s <= N; s += 2) for (let k = 0; k < KEYS; k++) if (!t.set(`k${k}`, s)) refused++;
+      assert.equal(await within(done, 5000, 'worker done'), 'done 0');
+      assert.equal(refused, 0);
+      for (let k = 0; k < KEYS; k++) assert.equal(t.get(`k${k}`), N, `k${k}`);
+      const st = t.stats();
+      assert.equal(st.used, 64);
+      assert.equal(st.reclaimed, KEYS, 'one takeover per new key');
+      let idleLeft = 0;
+      for (let i = 0; i < 64; i++) if (t.get(`idle${i}`) === 1000) idleLeft++;
+      assert.equal(idleLeft, 64 - KEYS);
+    } finally {
+      await w.terminate();
+    }
   });
 });

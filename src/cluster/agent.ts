@@ -18,6 +18,7 @@ import type { NodeInfo, SessionOwner } from './keys.js';
 import type { Link } from './wire/link.js';
 import { Membership, type Peer } from './membership.js';
 import { NodeRoutes } from './node-routes.js';
+import { OwnRetained } from './own-retained.js';
 import { RemoteRoutes, type RemoteRouteTarget } from './remote-routes.js';
 import { decodeRetained, encodeRetained } from './retained-codec.js';
 import { RlogClient } from './rlog/client.js';
@@ -76,8 +77,8 @@ export class ClusterAgent {
   private server: { port: number; close(): Promise<void> } | null = null;
   private readonly links = new Set<Link>();
   private readonly startedAt = Date.now();
-  /** Newest retained seq this node wrote per topic, until its own write comes back. */
-  private readonly ownRetained = new Map<string, number>();
+  /** This node's newest retained write per topic, until the shard passed it. */
+  private readonly ownRetained: OwnRetained;
   private status: NodeStatus['status'] = 'joining';
   /** ctl cluster leave ran: this node is alone now. */
   private left = false;
@@ -111,8 +112,10 @@ export class ClusterAgent {
     });
     this.remote = new RemoteRoutes(this.self.name, (n) => this.membership.slotOf(n), o.trie);
     this.shards.routes.onChange((ch, before) => this.remote.apply(ch, before));
+    this.ownRetained = new OwnRetained(this.self.name);
     this.shards.retained.onChange((ch) => {
-      for (const op of ch.ops) this.retainedChanged(op.k, op.v);
+      for (const op of ch.ops) this.retainedChanged(op.k, op.v, ch.rev);
+      this.ownRetained.reached(ch.rev);
     });
     this.nodeRoutes = new NodeRoutes(o.workers, (seq, ops) => this.writeRoutes(seq, ops), c.write_batch_ms, o.committed, (seq) => this.maybeCompact(seq));
     this.lagTimer = setInterval(() => this.checkLag(), 1000);
@@ -196,32 +199,35 @@ export class ClusterAgent {
 
   /** A worker set (or cleared) a retained message: it goes to etcd (last writer wins there). */
   retain(msg: Message, seq: number): void {
-    this.ownRetained.set(msg.topic, seq);
-    const v = msg.payload.length === 0 ? null : encodeRetained(msg, { node: this.self.name, seq });
-    if (this.store) void this.store.retained.set(msg.topic, v);
-    else void this.client!.kv('retained', [{ k: msg.topic, v }]).catch((e: Error) => this.o.log.error('cluster.retained_write_failed', { topic: msg.topic, error: e.message }));
+    const topic = msg.topic;
+    const clear = msg.payload.length === 0;
+    this.ownRetained.wrote(topic, seq, clear);
+    const v = clear ? null : encodeRetained(msg, { node: this.self.name, seq });
+    const written = (rev: number): void => {
+      // rev 0: etcd never took it (too large: the writer logged it); the node shows the shard's value again.
+      if (rev === 0 && !this.store) this.o.log.warn('cluster.retained_dropped', { topic, bytes: v?.length ?? 0, detail: 'refused by the core' });
+      if (this.ownRetained.written(topic, seq, rev, this.shards.retained.rev)) this.showRetained(topic);
+    };
+    if (this.store) void this.store.retained.set(topic, v).then(written);
+    else {
+      void this.client!.kv('retained', [{ k: topic, v }]).then(written, (e: Error) => {
+        this.o.log.error('cluster.retained_write_failed', { topic, error: e.message });
+        if (this.ownRetained.written(topic, seq, 0, this.shards.retained.rev)) this.showRetained(topic);
+      });
+    }
   }
 
-  private retainedChanged(topic: string, v: Buffer | null): void {
-    let msg: Message;
-    if (v === null) {
-      // A cleared topic: our own clear comes back as a delete with no origin; a newer own
-      // write still on its way wins over it.
-      if (this.ownRetained.has(topic)) {
-        this.ownRetained.delete(topic);
-      }
-      msg = { topic, payload: Buffer.alloc(0), qos: 0, retain: true, from: '', props: undefined, expiresAt: 0 };
-    } else {
-      const r = decodeRetained(topic, v);
-      if (r.origin.node === this.self.name) {
-        const mine = this.ownRetained.get(topic);
-        // Our own older write: a newer one is already in every worker and on its way.
-        if (mine !== undefined && mine > r.origin.seq) return;
-        if (mine === r.origin.seq) this.ownRetained.delete(topic);
-      }
-      msg = r.msg;
-    }
-    this.o.toWorkers({ type: 'retained', msg, seq: this.o.nextRetainSeq() });
+  private retainedChanged(topic: string, v: Buffer | null, rev: number): void {
+    const r = v === null ? null : decodeRetained(topic, v);
+    // While this node's own write of the topic is on its way, older changes do not replace it.
+    if (!this.ownRetained.change(topic, rev, r?.origin ?? null)) return;
+    this.o.toWorkers({ type: 'retained', msg: r?.msg ?? clearedRetained(topic), seq: this.o.nextRetainSeq() });
+  }
+
+  /** The retained shard's value of `topic` to every worker. */
+  private showRetained(topic: string): void {
+    const v = this.shards.retained.data.get(topic);
+    this.o.toWorkers({ type: 'retained', msg: v ? decodeRetained(topic, v).msg : clearedRetained(topic), seq: this.o.nextRetainSeq() });
   }
 
   /** Every retained message of the shard (for a worker that just started). */
@@ -472,4 +478,9 @@ export class ClusterAgent {
 
 function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** A cleared retained topic, as the workers take it. */
+function clearedRetained(topic: string): Message {
+  return { topic, payload: Buffer.alloc(0), qos: 0, retain: true, from: '', props: undefined, expiresAt: 0 };
 }

@@ -70,7 +70,7 @@ export class EtcdStore {
       onAvailable: () => this.markUp(),
     };
     const p = (s: ShardName) => shardPrefix(o.cluster, s);
-    this.retained = new KvWriter(this.client, p('retained'), o.batchMs, o.log, this.health);
+    this.retained = new KvWriter(this.client, p('retained'), o.batchMs, o.log, this.health, 'topic');
     this.config = new KvWriter(this.client, p('config'), o.batchMs, o.log, this.health);
     this.auth = new KvWriter(this.client, p('auth'), o.batchMs, o.log, this.health);
     const sessions = o.shards.sessions;

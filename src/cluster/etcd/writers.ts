@@ -5,7 +5,9 @@
 //  - RouteLog: one node incarnation's route changes, as numbered log entries on the
 //    node's lease; compacted into a base now and then so that a reader replays little.
 //  - KvWriter: puts and deletes of one prefix (retained messages, config, auth), batched
-//    into transactions of at most 100 operations; the last write of a key in a batch wins.
+//    into transactions of at most 100 operations and TXN_BYTES; the last write of a key in a
+//    batch wins. A single put too large for one etcd request is refused (counted, logged),
+//    never retried: it would hold back every later write of the prefix.
 //  - SessionRegistry: who owns each client id; a claim is a transaction that compares the
 //    key's revision with the one last seen, so two nodes never both own a session.
 import type { Etcd3 } from 'etcd3';
@@ -19,6 +21,14 @@ import { isUnavailable, num } from './client.js';
 const TXN_OPS = 100;
 /** Bytes of one base chunk (etcd's request limit is 1.5 MiB). */
 const BASE_CHUNK_BYTES = 512 * 1024;
+/** etcd's request limit (--max-request-bytes, 1.5 MiB by default). */
+export const ETCD_REQUEST_BYTES = 1.5 * 1024 * 1024;
+/** A KvWriter transaction holds puts of at most this many bytes (keys and values), unless one put alone is larger. */
+export const TXN_BYTES = 512 * 1024;
+/** The largest put a KvWriter sends (alone): etcd's limit less room for the request's framing. */
+export const MAX_PUT_BYTES = ETCD_REQUEST_BYTES - 16 * 1024;
+/** Bytes an operation adds to a transaction besides its key and value (protobuf framing, lease). */
+const OP_OVERHEAD = 32;
 
 export interface WriterHealth {
   /** A write failed because etcd did not answer (cleared by the next success). */
@@ -26,7 +36,11 @@ export interface WriterHealth {
   onAvailable(): void;
 }
 
-async function retrying<T>(what: string, log: Logger, health: WriterHealth, stopped: () => boolean, f: () => Promise<T>): Promise<T> {
+async function retrying<T>(
+  what: string, log: Logger, health: WriterHealth, stopped: () => boolean, f: () => Promise<T>,
+  /** Errors not to retry (thrown to the caller). */
+  final: (e: unknown) => boolean = () => false,
+): Promise<T> {
   let delay = 50;
   for (;;) {
     try {
@@ -34,7 +48,7 @@ async function retrying<T>(what: string, log: Logger, health: WriterHealth, stop
       health.onAvailable();
       return r;
     } catch (e) {
-      if (stopped()) throw e;
+      if (stopped() || final(e)) throw e;
       if (!isUnavailable(e)) log.error('cluster.etcd_write_failed', { what, error: (e as Error).message, detail: 'retrying' });
       else health.onUnavailable(e);
       await new Promise((r) => setTimeout(r, delay));
@@ -143,11 +157,25 @@ interface Pending {
   done: ((rev: number) => void)[];
 }
 
+export interface KvWriterLimits {
+  /** Bytes of puts per transaction (default TXN_BYTES). */
+  txnBytes?: number;
+  /** The largest put (default MAX_PUT_BYTES); a larger one is refused. */
+  maxPutBytes?: number;
+}
+
+/** etcd refused a request as too large (its --max-request-bytes is below our limits). */
+const isTooLarge = (e: unknown): boolean => /request is too large|message larger than max/i.test((e as Error | undefined)?.message ?? '');
+
 export class KvWriter {
   private pending = new Map<string, Pending>();
   private running = false;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
+  private readonly txnBytes: number;
+  private readonly maxPutBytes: number;
+  /** Puts refused as too large for etcd (each resolved with revision 0). */
+  refused = 0;
 
   constructor(
     private readonly client: Etcd3,
@@ -155,11 +183,39 @@ export class KvWriter {
     private readonly batchMs: number,
     private readonly log: Logger,
     private readonly health: WriterHealth,
-  ) {}
+    /** What the keys are, in logs ("topic" for retained messages). */
+    private readonly keyName = 'key',
+    limits: KvWriterLimits = {},
+  ) {
+    this.txnBytes = limits.txnBytes ?? TXN_BYTES;
+    this.maxPutBytes = limits.maxPutBytes ?? MAX_PUT_BYTES;
+  }
 
-  /** Sets (or with null deletes) prefix + key; resolves with the revision that holds it. */
+  /** Bytes `key` = `v` adds to a transaction. */
+  private opBytes(key: string, v: Buffer | null): number {
+    return Buffer.byteLength(this.prefix) + Buffer.byteLength(key) + (v?.length ?? 0) + OP_OVERHEAD;
+  }
+
+  private refuse(key: string, bytes: number, p: Pending): void {
+    this.refused++;
+    this.log.warn('cluster.write_too_large', {
+      prefix: this.prefix, [this.keyName]: key, bytes, limit: this.maxPutBytes, refused: this.refused,
+      detail: 'dropped: larger than one etcd request may be',
+    });
+    for (const f of p.done) f(0);
+  }
+
+  /**
+   * Sets (or with null deletes) prefix + key; resolves with the revision that holds it, or
+   * with 0 when the put was refused as too large for etcd (nothing written).
+   */
   set(key: string, v: Buffer | null, lease?: string): Promise<number> {
     return new Promise((resolve) => {
+      if (v !== null && this.opBytes(key, v) > this.maxPutBytes) {
+        // Refused at once; an earlier queued write of the key stays queued (it is older).
+        this.refuse(key, this.opBytes(key, v), { v, lease, done: [resolve] });
+        return;
+      }
       const p = this.pending.get(key);
       if (p) {
         p.v = v;
@@ -187,13 +243,35 @@ export class KvWriter {
     this.running = true;
     try {
       while (this.pending.size > 0 && !this.stopped) {
+        // In queue order, up to TXN_OPS operations and txnBytes (at least one operation).
         const batch: [string, Pending][] = [];
+        let bytes = 0;
         for (const e of this.pending) {
+          const b = this.opBytes(e[0], e[1].v);
+          if (batch.length > 0 && bytes + b > this.txnBytes) break;
           batch.push(e);
+          bytes += b;
           if (batch.length >= TXN_OPS) break;
         }
         for (const [k] of batch) this.pending.delete(k);
-        const rev = await retrying(`writes under ${this.prefix}`, this.log, this.health, () => this.stopped, async () => {
+        await this.write(batch);
+      }
+    } finally {
+      this.running = false;
+      if (this.pending.size > 0 && !this.stopped) this.kick();
+    }
+  }
+
+  /**
+   * One transaction; retried while etcd does not answer. When etcd says the request is too
+   * large (it runs with a lower --max-request-bytes), the batch goes again in halves, and a
+   * single put it refuses is dropped as too large.
+   */
+  private async write(batch: [string, Pending][]): Promise<void> {
+    let rev: number;
+    try {
+      rev = await retrying(`writes under ${this.prefix}`, this.log, this.health, () => this.stopped, async () => {
+        try {
           const r = await this.client.kv.txn({
             compare: [],
             success: batch.map(([k, p]) => p.v === null
@@ -202,13 +280,24 @@ export class KvWriter {
             failure: [],
           });
           return num(r.header.revision);
-        });
-        for (const [, p] of batch) for (const f of p.done) f(rev);
+        } catch (e) {
+          if (isTooLarge(e)) throw new TooLarge((e as Error).message);
+          throw e;
+        }
+      }, (e) => e instanceof TooLarge);
+    } catch (e) {
+      if (!(e instanceof TooLarge)) throw e;
+      if (batch.length > 1) {
+        const half = Math.ceil(batch.length / 2);
+        await this.write(batch.slice(0, half));
+        await this.write(batch.slice(half));
+        return;
       }
-    } finally {
-      this.running = false;
-      if (this.pending.size > 0 && !this.stopped) this.kick();
+      const [k, p] = batch[0]!;
+      this.refuse(k, this.opBytes(k, p.v), p);
+      return;
     }
+    for (const [, p] of batch) for (const f of p.done) f(rev);
   }
 
   stop(): void {
@@ -216,6 +305,9 @@ export class KvWriter {
     if (this.timer) clearTimeout(this.timer);
   }
 }
+
+/** etcd's "request is too large", not to be retried as it is. */
+class TooLarge extends Error {}
 
 // -------------------------------------------------------------------------------- sessions
 

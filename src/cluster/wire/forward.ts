@@ -244,10 +244,15 @@ export function createForwardServer(o: ForwardServerOptions): { server: net.Serv
       const key = `${p.node}|${p.incarnation}|${p.worker}`;
       let ackPending = 0;
       let ackScheduled = false;
+      let unrecorded = false;
       const ack = (): void => {
         ackScheduled = false;
         // Recorded before the ack leaves: a resend after it, on any worker, is recognised.
-        o.dedupe.set(key, last);
+        if (!o.dedupe.set(key, last) && !unrecorded) {
+          // Still delivered once on this link; a resend after a reconnect may be delivered twice.
+          unrecorded = true;
+          o.log.warn('cluster.dedupe_full', { peer: p.node, sender: key, ...o.dedupe.stats() });
+        }
         const b = Buffer.allocUnsafe(8);
         b.writeDoubleBE(ackPending, 0);
         link.send(F_ACK, b);

@@ -415,6 +415,19 @@ export function connectLink(o: ConnectOptions): Promise<Link> {
 async function clientHandshake(socket: Socket, o: ConnectOptions, remote: string): Promise<Link> {
   const reader = new FrameReader(o.maxFrame ?? DEFAULT_MAX_FRAME);
   const hs = handshakeReader(socket, reader, o.handshakeTimeoutMs ?? 5000, `handshake with ${remote}`);
+  try {
+    return await clientSteps(socket, o, remote, reader, hs);
+  } catch (e) {
+    // Every failure ends the reader (its timer, its listeners), a refusal as well as a cut
+    // or a timeout rejecting hs.next(). done() twice is harmless.
+    hs.done();
+    throw e;
+  }
+}
+
+async function clientSteps(
+  socket: Socket, o: ConnectOptions, remote: string, reader: FrameReader, hs: ReturnType<typeof handshakeReader>,
+): Promise<Link> {
   const nonce = randomBytes(32).toString('hex');
   writeFrames(socket, jsonFrame(T_HELLO, {
     v: PROTOCOL_VERSION, cluster: o.cluster, node: o.node, channel: o.channel, worker: o.worker ?? -1, incarnation: o.incarnation, nonce,
@@ -422,7 +435,6 @@ async function clientHandshake(socket: Socket, o: ConnectOptions, remote: string
   const ch = await hs.next();
   const c = parse(ch.body);
   if (ch.type === T_REFUSE) {
-    hs.done();
     const why = String(c['reason']);
     refused(o, o.channel, null, remote, `the peer refused us: ${why}`);
     throw new LinkError(`${remote} refused the connection: ${why === 'cluster_name' ? `wrong cluster name (ours: ${o.cluster})` : why === 'cookie' ? 'wrong cookie' : why}`, 'CLUSTER_REFUSED');
@@ -430,7 +442,6 @@ async function clientHandshake(socket: Socket, o: ConnectOptions, remote: string
   const serverNode = String(c['node'] ?? '');
   const sNonce = String(c['nonce'] ?? '');
   if (ch.type !== T_CHALLENGE) {
-    hs.done();
     refused(o, o.channel, serverNode || null, remote, `expected CHALLENGE, got frame type ${ch.type}`);
     throw new LinkError(`${remote} failed the handshake: expected CHALLENGE, got frame type ${ch.type}`, 'CLUSTER_REFUSED');
   }
@@ -438,7 +449,6 @@ async function clientHandshake(socket: Socket, o: ConnectOptions, remote: string
   // the mismatch too; either way we do not go on.
   writeFrames(socket, jsonFrame(T_AUTH, { proof: hmac(o.cookie, `fleetmq/client|${o.cluster}|${sNonce}|${nonce}|${o.node}`) }));
   if (!sameHex(c['proof'], hmac(o.cookie, `fleetmq/server|${o.cluster}|${nonce}|${sNonce}|${serverNode}`))) {
-    hs.done();
     refused(o, o.channel, serverNode || null, remote, 'wrong cookie (the server could not prove it knows ours)');
     throw new LinkError(`${remote} failed the handshake: wrong cookie (the server could not prove it knows it)`, 'CLUSTER_REFUSED');
   }
