@@ -208,6 +208,33 @@ describe('stopping a core with many routes', () => {
     assert.ok(ms < 3000, `stopped in ${ms} ms`);
     await eventually(async () => (await routes(B, `big/${process.pid}/0`)).length === 0, 'A\'s routes gone on B', 2000);
   });
+
+  test('a replicant\'s SIGTERM with 20,000 routes: exit 0 within 3 s, its core revokes its lease (stopped and routes gone at once)', T, async () => {
+    const e = etcd.cluster.endpoints;
+    // A long lease: what goes at once goes because the core revoked it, not because it ran out.
+    const C = await nodes.start({ role: 'core', name: 'sc', etcd: e, leaseTtl: 60 });
+    const R = await nodes.start({ role: 'replicant', name: 'sr', seeds: [C.clusterAddress], leaseTtl: 60 });
+    const c = await clients.mqtt(R.url, { protocolVersion: 5, clientId: uid('rbig') });
+    const N = 20_000;
+    for (let i = 0; i < N; i += 1000) {
+      const subs: Record<string, { qos: 0 }> = {};
+      for (let j = i; j < i + 1000; j++) subs[`rbig/${process.pid}/${j}`] = { qos: 0 };
+      await c.subscribeAsync(subs);
+    }
+    await routed(C, `rbig/${process.pid}/${N - 1}`, R);
+    const t0 = Date.now();
+    const exit = await R.stop();
+    const ms = Date.now() - t0;
+    assert.equal(exit.code, 0, R.tail());
+    assert.ok(ms < 3000, `stopped in ${ms} ms`);
+    assert.equal(R.lines('cluster.stop_not_announced').length, 0, R.tail());
+    await eventually(async () => (await routes(C, `rbig/${process.pid}/0`)).length === 0, 'R\'s routes gone on its core', 2000);
+    await eventually(async () => {
+      const v = (await C.get('/api/v1/cluster')).body as { nodes: { name: string; status: string }[] };
+      return v.nodes.find((n) => n.name === R.name)?.status === 'stopped';
+    }, 'R stopped in the cluster view', 2000);
+    assert.ok(C.lines('cluster.replicant_stopped').some((l) => l['replicant'] === R.name));
+  });
 });
 
 describe('managed cores started together', () => {

@@ -63,6 +63,8 @@ export interface AgentOptions {
 
 /** How long a node is gone (neither live nor a member) before its node slot may serve another. */
 const SLOT_QUARANTINE_MS = 60_000;
+/** How long a stopping replicant waits for its core to revoke its lease. */
+const STOP_NOTICE_MS = 2_000;
 
 export class ClusterAgent {
   readonly shards: Record<ShardName, ShardState>;
@@ -452,16 +454,19 @@ export class ClusterAgent {
   }
 
   /**
-   * The node is stopping (before its workers end their clients' subscriptions): a core
-   * stops writing route changes, since revoking its lease removes every route in one etcd
-   * call; writing 100k removals first would outlast the stop timeout. A replicant's lease
-   * is not revoked, so its removals still go to its core.
+   * The node is stopping (before its workers end their clients' subscriptions): it stops
+   * writing route changes, since revoking its lease removes every route in one etcd call;
+   * writing 100k removals first would outlast the stop timeout. A core revokes its own
+   * lease when its store stops; a replicant asks its core to revoke its lease now.
    */
   beginStop(): void {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.store && !this.left) this.nodeRoutes.discard();
+    if (this.left) return;
+    this.nodeRoutes.discard();
+    if (this.client) this.stopNotice = this.client.stopping(STOP_NOTICE_MS);
   }
+  private stopNotice: Promise<boolean> | null = null;
 
   async stop(): Promise<void> {
     this.beginStop();
@@ -469,6 +474,7 @@ export class ClusterAgent {
     clearInterval(this.lagTimer);
     this.dns?.stop();
     this.rlog?.stop();
+    if (this.stopNotice && !(await this.stopNotice)) this.o.log.warn('cluster.stop_not_announced', { detail: `no core revoked this node's lease: it stays live for up to lease_ttl_s` });
     this.client?.stop();
     for (const l of this.links) l.close('node stopping');
     await this.store?.stop();

@@ -18,7 +18,7 @@ import { SHARDS, shardId, shardName, type KvOp, type ShardName, type ShardState 
 import type { ClaimResult } from '../etcd/writers.js';
 import {
   F_CHANGE, F_PROGRESS, F_SNAP_BEGIN, F_SNAP_DATA, F_SNAP_END, json, parseJson,
-  R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_SUBSCRIBE, type Link,
+  R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_STOPPING, R_SUBSCRIBE, type Link,
 } from './protocol.js';
 
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -284,6 +284,20 @@ export class RlogClient {
   async leave(): Promise<void> {
     if (this.link) await this.link.request(R_LEAVE, json({ node: this.o.self.name }), REQUEST_TIMEOUT_MS);
     this.stop();
+  }
+
+  /**
+   * This replicant stops: its core revokes its lease (its entries go at once). Answers
+   * false when no core took it within `timeoutMs` (the lease then runs out by itself).
+   */
+  async stopping(timeoutMs: number): Promise<boolean> {
+    if (!this.link) return false;
+    try {
+      await this.link.request(R_STOPPING, json({ node: this.o.self.name }), timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async forceLeave(node: string): Promise<void> {

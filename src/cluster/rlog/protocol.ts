@@ -15,6 +15,7 @@
 //   CLAIM       JSON { id, owner }                     → JSON { epoch, prev }
 //   RELEASE     JSON { id, epoch }                     → JSON { released }
 //   KV          u8 shard, kv ops                       → f64 rev (retained / config / auth writes)
+//   STOPPING    JSON { node }                          → JSON { ok } (the replicant stops: its lease is revoked)
 // Any node, on its cluster port:
 //   STATUS      (empty)                                → JSON NodeStatus
 import type { Link } from '../wire/link.js';
@@ -34,6 +35,7 @@ export const R_STATUS = 6;
 export const R_JOIN_ETCD = 7;
 export const R_FORCE_LEAVE = 8;
 export const R_LEAVE = 9;
+export const R_STOPPING = 10;
 
 /** Ops per SNAP_DATA frame. */
 export const SNAP_BATCH = 8_192;

@@ -14,7 +14,7 @@ import type { NodeInfo, SessionOwner } from '../keys.js';
 import { SHARDS, shardId, shardName, type KvOp, type ShardChange, type ShardName, type ShardState } from '../shard.js';
 import {
   F_CHANGE, F_PROGRESS, F_SNAP_BEGIN, F_SNAP_DATA, F_SNAP_END, json, parseJson,
-  R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_SUBSCRIBE, SNAP_BATCH, f64, type Link,
+  R_CLAIM, R_FORCE_LEAVE, R_KV, R_LEAVE, R_RELEASE, R_ROUTES, R_STOPPING, R_SUBSCRIBE, SNAP_BATCH, f64, type Link,
 } from './protocol.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -67,6 +67,7 @@ export class RlogService {
       case R_RELEASE: return this.release(body);
       case R_KV: return this.kv(link, body);
       case R_LEAVE: return this.leave(link);
+      case R_STOPPING: return this.stopping(link);
       case R_FORCE_LEAVE: return this.forceLeave(body);
       default: return undefined;
     }
@@ -261,6 +262,20 @@ export class RlogService {
     const { ops } = readOps(body, 1);
     const revs = await Promise.all(ops.map((op) => writer.set(op.k, op.v)));
     return f64(Math.max(0, ...revs));
+  }
+
+  /**
+   * The replicant on `link` is stopping (it stays a member, "stopped"): its lease goes now,
+   * and with it its live entry, routes and non-persistent sessions, in one etcd call, instead
+   * of a route removal per subscription and lease_ttl_s of routing to a node that is gone.
+   */
+  private async stopping(link: Link): Promise<Buffer> {
+    const s = this.subscriber(link);
+    this.subs.delete(link);
+    if (this.replicants.get(s.node.name) === s) this.replicants.delete(s.node.name);
+    await this.o.store.leases.revoke(s.lease);
+    this.o.log.info('cluster.replicant_stopped', { replicant: s.node.name });
+    return json({ ok: true });
   }
 
   /** The replicant on `link` leaves the cluster. */
