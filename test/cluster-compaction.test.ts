@@ -6,17 +6,12 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Etcd3 } from 'etcd3';
 import { useEtcdCluster } from './helpers/etcd.js';
-import { eventually, useNodes, type ClusterNode } from './helpers/cluster.js';
+import { eventually, useNodes, type ClusterNode, routed } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 
 const T = { timeout: 120_000 };
 /** More entries than a log holds before its first compaction (COMPACT_MIN_ENTRIES = 256). */
 const ENTRIES = 300;
-
-async function routed(on: ClusterNode, topic: string, to: ClusterNode): Promise<void> {
-  await eventually(async () => ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes.includes(to.name),
-    `${on.name} routing ${topic} to ${to.name}`, 20_000);
-}
 
 describe('a replicant\'s route log is compacted by its core', () => {
   const etcd = useEtcdCluster(1);
@@ -51,8 +46,8 @@ describe('a replicant\'s route log is compacted by its core', () => {
 
     // A core that starts now reads the base and the entries after it.
     const B = await nodes.start({ role: 'core', name: 'cb', etcd: e, workers: 1 });
-    await routed(B, topic(0), R);
-    await routed(B, topic(ENTRIES - 1), R);
+    await routed(B, topic(0), R, 20_000);
+    await routed(B, topic(ENTRIES - 1), R, 20_000);
     const st = (await B.status())['cluster'] as { routes: { remote: number } };
     assert.ok(st.routes.remote >= ENTRIES, `B holds ${st.routes.remote} remote routes`);
     const pub = await clients.mqtt(B.url, { protocolVersion: 5, clientId: uid('p') });

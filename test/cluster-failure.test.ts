@@ -8,24 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MqttClient } from 'mqtt';
 import { startEtcdCluster, useEtcdCluster, type EtcdCluster } from './helpers/etcd.js';
-import { eventually, useNodes, type ClusterNode } from './helpers/cluster.js';
+import { eventually, useNodes, type ClusterNode, routed, coreOf } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 import { freePort, sleep } from './helpers/broker.js';
 
 const T = { timeout: 90_000 };
-
-async function routed(on: ClusterNode, topic: string, to: ClusterNode): Promise<void> {
-  await eventually(async () => ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes.includes(to.name),
-    `${on.name} routing ${topic} to ${to.name}`);
-}
-
-async function coreOf(n: ClusterNode): Promise<string | null> {
-  try {
-    return ((await n.status())['cluster'] as { core?: string | null }).core ?? null;
-  } catch {
-    return null;
-  }
-}
 
 describe('cluster failures: a core dies, a replicant restarts, wrong peers', () => {
   const etcd = useEtcdCluster(3);

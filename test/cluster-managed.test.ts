@@ -8,29 +8,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listMembers } from '../src/cluster/etcd/members.js';
-import { eventually, useNodes, type ClusterNode } from './helpers/cluster.js';
+import { eventually, useNodes, type ClusterNode, routed, passes } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 import { makeTestPki } from './helpers/certs.js';
 
 const T = { timeout: 120_000 };
-
-async function routed(on: ClusterNode, topic: string, to: ClusterNode): Promise<void> {
-  await eventually(async () => ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes.includes(to.name),
-    `${on.name} routing ${topic} to ${to.name}`);
-}
-
-async function passes(from: ClusterNode, to: ClusterNode, clients: Clients, label: string): Promise<void> {
-  const topic = `m/${process.pid}/${label}`;
-  const sub = await clients.mqtt(to.url, { protocolVersion: 5, clientId: uid('ms') });
-  const got = inbox(sub);
-  await sub.subscribeAsync(topic, { qos: 1 });
-  await routed(from, topic, to);
-  const pub = await clients.mqtt(from.url, { protocolVersion: 5, clientId: uid('mp') });
-  await pub.publishAsync(topic, label, { qos: 1 });
-  await eventually(() => got.length === 1, `${label}: the message from ${from.name} on ${to.name}`);
-  await sub.endAsync();
-  await pub.endAsync();
-}
 
 describe('managed etcd: cores that run their own etcd members', () => {
   const nodes = useNodes();

@@ -5,45 +5,16 @@
 // core with many routes stops quickly; managed cores started together all join.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { MqttClient } from 'mqtt';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { listMembers } from '../src/cluster/etcd/members.js';
 import { useEtcdCluster } from './helpers/etcd.js';
-import { eventually, useNodes, type ClusterNode } from './helpers/cluster.js';
+import { eventually, useNodes, type ClusterNode, routesOf, routed, coreOf, passes } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 import { freePort, sleep } from './helpers/broker.js';
 
 const T = { timeout: 120_000 };
-
-async function routes(on: ClusterNode, topic: string): Promise<string[]> {
-  return ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes;
-}
-
-async function routed(on: ClusterNode, topic: string, to: ClusterNode, timeoutMs = 10_000): Promise<void> {
-  await eventually(async () => (await routes(on, topic)).includes(to.name), `${on.name} routing ${topic} to ${to.name}`, timeoutMs);
-}
-
-async function coreOf(n: ClusterNode): Promise<string | null> {
-  try {
-    return ((await n.status())['cluster'] as { core?: string | null }).core ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** A subscriber on `to`, a QoS 1 message from `from`: it arrives. */
-async function passes(from: ClusterNode, to: ClusterNode, clients: Clients, label: string): Promise<void> {
-  const topic = `mb/${process.pid}/${label}`;
-  const sub = await clients.mqtt(to.url, { protocolVersion: 5, clientId: uid('ms') });
-  const got = inbox(sub);
-  await sub.subscribeAsync(topic, { qos: 1 });
-  await routed(from, topic, to);
-  const pub = await clients.mqtt(from.url, { protocolVersion: 5, clientId: uid('mp') });
-  await pub.publishAsync(topic, label, { qos: 1 });
-  await eventually(() => got.length === 1, `${label}: the message from ${from.name} on ${to.name}`);
-  await sub.endAsync();
-  await pub.endAsync();
-}
 
 describe('membership: join, lease expiry, leave', () => {
   const etcd = useEtcdCluster(1);
@@ -105,7 +76,7 @@ describe('membership: join, lease expiry, leave', () => {
     // Frozen: B drops its link after 5 s of silence, then nobody keeps R2's lease alive.
     R2.proc!.kill('SIGSTOP');
     try {
-      await eventually(async () => !(await routes(A, topic)).includes(R2.name), 'R2\'s routes gone with its lease', 20_000);
+      await eventually(async () => !(await routesOf(A, topic)).includes(R2.name), 'R2\'s routes gone with its lease', 20_000);
     } finally {
       R2.proc!.kill('SIGCONT');
     }
@@ -184,6 +155,15 @@ describe('failover: to another live core, spread, no herd back', () => {
   });
 });
 
+/** Subscribes `c` to `<prefix>/0` … `<prefix>/<n - 1>`, 1,000 filters per SUBSCRIBE. */
+async function subscribeMany(c: MqttClient, prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 1000) {
+    const subs: Record<string, { qos: 0 }> = {};
+    for (let j = i; j < Math.min(n, i + 1000); j++) subs[`${prefix}/${j}`] = { qos: 0 };
+    await c.subscribeAsync(subs);
+  }
+}
+
 describe('stopping a core with many routes', () => {
   const etcd = useEtcdCluster(1);
   const nodes = useNodes();
@@ -195,18 +175,14 @@ describe('stopping a core with many routes', () => {
     const [A, B] = await Promise.all([nodes.start({ role: 'core', name: 'sa', etcd: e }), nodes.start({ role: 'core', name: 'sb', etcd: e })]);
     const c = await clients.mqtt(A.url, { protocolVersion: 5, clientId: uid('big') });
     const N = 20_000;
-    for (let i = 0; i < N; i += 1000) {
-      const subs: Record<string, { qos: 0 }> = {};
-      for (let j = i; j < i + 1000; j++) subs[`big/${process.pid}/${j}`] = { qos: 0 };
-      await c.subscribeAsync(subs);
-    }
+    await subscribeMany(c, `big/${process.pid}`, N);
     await routed(B, `big/${process.pid}/${N - 1}`, A);
     const t0 = Date.now();
     const exit = await A.stop();
     const ms = Date.now() - t0;
     assert.equal(exit.code, 0, A.tail());
     assert.ok(ms < 3000, `stopped in ${ms} ms`);
-    await eventually(async () => (await routes(B, `big/${process.pid}/0`)).length === 0, 'A\'s routes gone on B', 2000);
+    await eventually(async () => (await routesOf(B, `big/${process.pid}/0`)).length === 0, 'A\'s routes gone on B', 2000);
   });
 
   test('a replicant\'s SIGTERM with 20,000 routes: exit 0 within 3 s, its core revokes its lease (stopped and routes gone at once)', T, async () => {
@@ -216,11 +192,7 @@ describe('stopping a core with many routes', () => {
     const R = await nodes.start({ role: 'replicant', name: 'sr', seeds: [C.clusterAddress], leaseTtl: 60 });
     const c = await clients.mqtt(R.url, { protocolVersion: 5, clientId: uid('rbig') });
     const N = 20_000;
-    for (let i = 0; i < N; i += 1000) {
-      const subs: Record<string, { qos: 0 }> = {};
-      for (let j = i; j < i + 1000; j++) subs[`rbig/${process.pid}/${j}`] = { qos: 0 };
-      await c.subscribeAsync(subs);
-    }
+    await subscribeMany(c, `rbig/${process.pid}`, N);
     await routed(C, `rbig/${process.pid}/${N - 1}`, R);
     const t0 = Date.now();
     const exit = await R.stop();
@@ -228,7 +200,7 @@ describe('stopping a core with many routes', () => {
     assert.equal(exit.code, 0, R.tail());
     assert.ok(ms < 3000, `stopped in ${ms} ms`);
     assert.equal(R.lines('cluster.stop_not_announced').length, 0, R.tail());
-    await eventually(async () => (await routes(C, `rbig/${process.pid}/0`)).length === 0, 'R\'s routes gone on its core', 2000);
+    await eventually(async () => (await routesOf(C, `rbig/${process.pid}/0`)).length === 0, 'R\'s routes gone on its core', 2000);
     await eventually(async () => {
       const v = (await C.get('/api/v1/cluster')).body as { nodes: { name: string; status: string }[] };
       return v.nodes.find((n) => n.name === R.name)?.status === 'stopped';

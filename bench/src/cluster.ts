@@ -35,9 +35,9 @@ import { join } from 'node:path';
 import { freePort, ROOT } from './compare/brokers.js';
 import { installSignalHandlers, startChild, stopAll, stopChild, type Child } from './compare/children.js';
 import { clockTicks, sampleCpu } from './compare/procfs.js';
-import { encode, newHist, record, summary, type Histogram, type LatencySummary } from './hist.js';
+import { encode, summary, type LatencySummary } from './hist.js';
 import { getJson, ints, list, num } from './local.js';
-import { Conn, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, sleep, withTimeout } from './load-conn.js';
+import { Conn, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, ReceiveWindow, sleep, withTimeout } from './load-conn.js';
 import { encodeSubscribe, encodeSubscribeMany, publishTemplate } from './mqtt.js';
 
 const BROKER_MAIN = join(ROOT, 'dist/src/cli/main.js');
@@ -279,21 +279,11 @@ interface LoadResult {
  * `etcdPid`) over the measured window.
  */
 async function runLoad(f: Flow, rate: number, warmupS: number, durationS: number, pids: number[], etcdPid: number | null): Promise<LoadResult> {
-  const base = nowNs();
-  const wStart = warmupS * 1e9;
-  const wEnd = (warmupS + durationS) * 1e9;
-  let recvAll = 0;
-  let recvM = 0;
-  const hist: Histogram = newHist();
-  const onPublish = (b: Buffer, off: number): void => {
-    recvAll++;
-    const t = Number(nowNs() - base);
-    if (t >= wStart && t < wEnd) {
-      recvM++;
-      record(hist, (t - b.readDoubleBE(off)) / 1000);
-    }
-  };
-  for (const s of f.subs) s.onPublish = onPublish;
+  const rx = new ReceiveWindow();
+  const base = (rx.base = nowNs());
+  const wStart = (rx.wStart = warmupS * 1e9);
+  const wEnd = (rx.wEnd = (warmupS + durationS) * 1e9);
+  for (const s of f.subs) s.onPublish = rx.onPublish;
   const tpl = f.topics.map((t, i) => publishTemplate(4, t, f.qos, f.payload, true, i));
   let t0 = 0;
   let e0 = 0;
@@ -314,12 +304,12 @@ async function runLoad(f: Flow, rate: number, warmupS: number, durationS: number
   const win = Number(nowNs() - w0) / 1e9;
   const drainUntil = Date.now() + 3000;
   const expected = (sent - skipped) * (f.subs.length / f.pubs.length);
-  while (recvAll < expected && Date.now() < drainUntil) await sleep(20);
+  while (rx.all < expected && Date.now() < drainUntil) await sleep(20);
   for (const s of f.subs) s.onPublish = null;
-  if (th1 !== null) logThreadTicks(th0, th1, recvM);
+  if (th1 !== null) logThreadTicks(th0, th1, rx.inWindow);
   return {
-    sent, sentInWindow: sentM, delivered: recvAll, deliveredInWindow: recvM, skipped, windowS: win,
-    brokerCpuS: cpu, etcdCpuS: ecpu, latency: summary(hist), hist: encode(hist),
+    sent, sentInWindow: sentM, delivered: rx.all, deliveredInWindow: rx.inWindow, skipped, windowS: win,
+    brokerCpuS: cpu, etcdCpuS: ecpu, latency: summary(rx.hist), hist: encode(rx.hist),
   };
 }
 

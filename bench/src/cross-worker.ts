@@ -29,10 +29,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clockTicks } from './compare/procfs.js';
 import { freePort } from './compare/brokers.js';
-import { addEncoded, encode, newHist, record, summary, type LatencySummary } from './hist.js';
+import { addEncoded, encode, newHist, summary, type LatencySummary } from './hist.js';
 import { getJson } from './local.js';
 import { encodeSubscribe, publishTemplate, type PublishTemplate } from './mqtt.js';
-import { Conn, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, sleep, withTimeout } from './load-conn.js';
+import { Conn, ReceiveWindow, WRITE_BOUND, eachLimited, median, mqttConnect, mqttDisconnect, nowNs, publishPaced, sleep, withTimeout } from './load-conn.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -217,20 +217,7 @@ async function clientMain(spec: ClientSpec): Promise<void> {
   });
 
   // Receive side: counts and latency by receive time relative to `base` (set by 'run').
-  let base = 0n;
-  let wStart = Infinity;
-  let wEnd = Infinity;
-  let recvAll = 0;
-  let recvM = 0;
-  const hist = newHist();
-  const onPublish = (b: Buffer, off: number): void => {
-    recvAll++;
-    const t = Number(nowNs() - base);
-    if (t >= wStart && t < wEnd) {
-      recvM++;
-      record(hist, (t - b.readDoubleBE(off)) / 1000);
-    }
-  };
+  const rx = new ReceiveWindow();
 
   // Placement.
   const idx = Array.from({ length: spec.pairs }, (_, i) => i);
@@ -240,7 +227,7 @@ async function clientMain(spec: ClientSpec): Promise<void> {
   const pubsPerWorker: Record<string, number> = {};
   await eachLimited(idx, 64, async (i) => {
     const c = await mqttConnect(spec.mqttPort, `sub-${i}`);
-    c.onPublish = onPublish;
+    c.onPublish = rx.onPublish;
     const ack = c.next(9, `sub-${i}: SUBACK`);
     c.sock.write(encodeSubscribe(4, 1, `xw/${i}`, spec.qos));
     const suback = await ack;
@@ -294,9 +281,9 @@ async function clientMain(spec: ClientSpec): Promise<void> {
   });
 
   // Publish side.
-  base = BigInt(run.base);
-  wStart = run.warmupMs * 1e6;
-  wEnd = (run.warmupMs + run.durationMs) * 1e6;
+  const base = (rx.base = BigInt(run.base));
+  const wStart = (rx.wStart = run.warmupMs * 1e6);
+  const wEnd = (rx.wEnd = (run.warmupMs + run.durationMs) * 1e6);
   const tpl: PublishTemplate[] = idx.map((i) => publishTemplate(4, `xw/${i}`, spec.qos, spec.payload, true, i));
   let cpu0: NodeJS.CpuUsage | null = null;
   const startWait = Number(base - nowNs()) / 1e6;
@@ -308,7 +295,7 @@ async function clientMain(spec: ClientSpec): Promise<void> {
     const sec = Math.floor(t / 1e9);
     if (sec > lastTick) {
       lastTick = sec;
-      send({ t: 'tick', sec, sent: p.sent, recv: recvAll });
+      send({ t: 'tick', sec, sent: p.sent, recv: rx.all });
     }
   });
   const c1 = process.cpuUsage(cpu0 ?? undefined);
@@ -317,10 +304,10 @@ async function clientMain(spec: ClientSpec): Promise<void> {
 
   // Drain: wait for the messages still on their way (bounded).
   const drainUntil = Date.now() + run.drainMs;
-  while (recvAll < sentAll - skipped && Date.now() < drainUntil) await sleep(20);
+  while (rx.all < sentAll - skipped && Date.now() < drainUntil) await sleep(20);
   let pubacks = 0;
   for (const c of pubs) pubacks += c.pubacks;
-  send({ t: 'result', r: { sentAll, recvAll, sentM, recvM, skipped, pubacks, hist: encode(hist), cpuUs } });
+  send({ t: 'result', r: { sentAll, recvAll: rx.all, sentM, recvM: rx.inWindow, skipped, pubacks, hist: encode(rx.hist), cpuUs } });
 }
 
 // ---------------------------------------------------------------- controller

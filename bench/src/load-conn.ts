@@ -4,6 +4,7 @@
 // SUBACKs to a callback or to whoever waits for the next packet of a type. Plus the small
 // promise helpers these tools share.
 import net from 'node:net';
+import { newHist, record, type Histogram } from './hist.js';
 import { DISCONNECT, encodeConnect, type PublishTemplate } from './mqtt.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -204,4 +205,27 @@ export function publishPaced(
       }
     }, 5);
   });
+}
+
+/**
+ * The receive side of a paced run: every PUBLISH counted, and those received inside the
+ * measured window [wStart, wEnd) (ns after `base`) counted again with their latency (the
+ * send time the publisher wrote into the payload at the template's offset).
+ */
+export class ReceiveWindow {
+  base = 0n;
+  wStart = Infinity;
+  wEnd = Infinity;
+  all = 0;
+  inWindow = 0;
+  readonly hist: Histogram = newHist();
+
+  readonly onPublish = (b: Buffer, off: number): void => {
+    this.all++;
+    const t = Number(nowNs() - this.base);
+    if (t >= this.wStart && t < this.wEnd) {
+      this.inWindow++;
+      record(this.hist, (t - b.readDoubleBE(off)) / 1000);
+    }
+  };
 }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_MAIN, cleanEnv } from './cli.js';
 import { freePort } from './broker.js';
+import { inbox, uid, type Clients } from './clients.js';
 
 export const TEST_COOKIE = 'test-cookie-of-the-suite';
 
@@ -249,4 +250,37 @@ export async function eventually(cond: () => boolean | Promise<boolean>, what: s
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** The nodes (names) `on` routes `topic` to (GET /api/v1/routes). */
+export async function routesOf(on: ClusterNode, topic: string): Promise<string[]> {
+  return ((await on.get(`/api/v1/routes?topic=${encodeURIComponent(topic)}`)).body as { nodes: string[] }).nodes;
+}
+
+/** Waits until `on` routes `topic` to `to`. */
+export async function routed(on: ClusterNode, topic: string, to: ClusterNode, timeoutMs = 10_000): Promise<void> {
+  await eventually(async () => (await routesOf(on, topic)).includes(to.name), `${on.name} routing ${topic} to ${to.name}`, timeoutMs);
+}
+
+/** The core a replicant streams from (/status), null while it has none or does not answer. */
+export async function coreOf(n: ClusterNode): Promise<string | null> {
+  try {
+    return ((await n.status())['cluster'] as { core?: string | null }).core ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** A subscriber on `to`, a QoS 1 message from `from`: it arrives. */
+export async function passes(from: ClusterNode, to: ClusterNode, clients: Clients, label: string): Promise<void> {
+  const topic = `pass/${process.pid}/${label}`;
+  const sub = await clients.mqtt(to.url, { protocolVersion: 5, clientId: uid('ms') });
+  const got = inbox(sub);
+  await sub.subscribeAsync(topic, { qos: 1 });
+  await routed(from, topic, to);
+  const pub = await clients.mqtt(from.url, { protocolVersion: 5, clientId: uid('mp') });
+  await pub.publishAsync(topic, label, { qos: 1 });
+  await eventually(() => got.length === 1, `${label}: the message from ${from.name} on ${to.name}`);
+  await sub.endAsync();
+  await pub.endAsync();
 }
