@@ -61,6 +61,7 @@ export class Broker {
   sysEnabled = true;
   private readonly scratchSubs: Subscription[] = [];
   private readonly scratchGroups: SharedMatch[] = [];
+  private readonly scratchMissed: GroupRef[] = [];
   private readonly scratchSeen = new Set<string>();
   private delivering = false;
   /** Worker-threaded: connections between their session claim and CONNACK, by client id. */
@@ -433,7 +434,33 @@ export class Broker {
     }
     if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
     const mine = (mask & bit) !== 0;
-    if (mine || localGroups !== null) n += this.deliverLocal(m, mine, localGroups ?? NO_GROUPS);
+    if (mine || localGroups !== null) {
+      const missed = localGroups !== null ? this.scratchMissed : null;
+      n += this.deliverLocal(m, mine, localGroups ?? NO_GROUPS, missed);
+      if (missed !== null && missed.length > 0) n += this.passOnShared(m, missed, 0);
+    }
+    return n;
+  }
+
+  /**
+   * Shared groups named for this worker that it holds no member of any more (the member
+   * counts it was picked on had not caught up with a member leaving): each goes to another
+   * worker still holding members, never to one in `tried` — so the message moves at most
+   * once round the workers. Empties `missed`; returns the groups passed on.
+   */
+  private passOnShared(m: Message, missed: GroupRef[], tried: number): number {
+    const r = this.router!;
+    const done = tried | (1 << r.workerId);
+    const groups = r.match(m.topic).groups;
+    let n = 0;
+    for (const ref of missed) {
+      const g = groups.find((x) => (ref.route !== 0 ? x.route === ref.route : x.group === ref.group));
+      const mask = (g?.mask ?? 0) & ~done;
+      if (g === undefined || mask === 0) continue;
+      this.counters.sharedPassedOn++;
+      if (r.forward(this.pickWorker({ ...g, mask }, m), m, false, [ref], 0, done)) n++;
+    }
+    missed.length = 0;
     return n;
   }
 
@@ -507,11 +534,14 @@ export class Broker {
   }
 
   /** A message another worker forwarded here (see publish()). */
-  receiveForwarded(m: Message, nonShared: boolean, groups: readonly GroupRef[], seq: number): void {
+  receiveForwarded(m: Message, nonShared: boolean, groups: readonly GroupRef[], seq: number, tried = 0): void {
     this.counters.forwardedIn++;
     if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
     if (!nonShared && groups.length === 0) return;
-    if (this.deliverLocal(m, nonShared, groups) === 0) this.counters.droppedNoSubscribers++;
+    const missed = groups.length > 0 ? this.scratchMissed : null;
+    let n = this.deliverLocal(m, nonShared, groups, missed);
+    if (missed !== null && missed.length > 0) n += this.passOnShared(m, missed, tried);
+    if (n === 0) this.counters.droppedNoSubscribers++;
   }
 
   /** Worker (bit in g.mask) that serves one shared group for this message, or -1. */
@@ -537,9 +567,10 @@ export class Broker {
   /**
    * Delivers to this engine's subscribers: the non-shared ones when `nonShared`, and one
    * member of each shared group — every matching group when `groups` is null (inline), else
-   * only the groups named.
+   * only the groups named; those of `groups` it found no usable member of are added to
+   * `missed` when given.
    */
-  private deliverLocal(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null): number {
+  private deliverLocal(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, missed: GroupRef[] | null = null): number {
     // Scratch arrays, reused per message (a nested call, should one ever happen, gets its own).
     const nested = this.delivering;
     this.delivering = true;
@@ -549,8 +580,20 @@ export class Broker {
       this.index.collect(m.topic, nonShared ? subs : null, matched);
       let n = 0;
       if (subs.length > 0) n += this.deliverSubs(m, subs);
+      let hit = 0; // bit i: groups[i] delivered (past 31 named groups, none is passed on)
       for (const g of matched) {
-        if ((groups === null || named(groups, g.group, g.filter)) && this.deliverShared(m, g.group, g.filter, g.members)) n++;
+        if (groups === null) {
+          if (this.deliverShared(m, g.group, g.filter, g.members)) n++;
+          continue;
+        }
+        const i = namedAt(groups, g.group, g.filter);
+        if (i >= 0 && this.deliverShared(m, g.group, g.filter, g.members)) {
+          n++;
+          if (i < 31) hit |= 1 << i;
+        }
+      }
+      if (missed !== null && groups !== null) {
+        for (let i = 0; i < groups.length && i < 31; i++) if ((hit & (1 << i)) === 0) missed.push(groups[i]!);
       }
       return n;
     } finally {
@@ -745,9 +788,15 @@ export class Broker {
  * (`route`: the group's route id when the caller has it instead of the filter).
  */
 function named(groups: readonly GroupRef[], group: string, filter: string | null, route = 0): boolean {
-  for (const ref of groups) {
+  return namedAt(groups, group, filter, route) >= 0;
+}
+
+/** Index in `groups` of the shared group (group, filter), or -1 (see named()). */
+function namedAt(groups: readonly GroupRef[], group: string, filter: string | null, route = 0): number {
+  for (let i = 0; i < groups.length; i++) {
+    const ref = groups[i]!;
     if (ref.group !== group) continue;
-    if (ref.route === 0 || ref.route === (filter === null ? route : routeId(group, filter))) return true;
+    if (ref.route === 0 || ref.route === (filter === null ? route : routeId(group, filter))) return i;
   }
-  return false;
+  return -1;
 }

@@ -47,9 +47,10 @@ export interface Router {
   /**
    * Hands `m` to worker `w`: deliver to its non-shared subscribers (`nonShared`), to one
    * member of each group in `groups`, and store it as retained under `retainSeq` (> 0).
-   * Returns false when it was dropped (QoS 0 behind a full ring, counted).
+   * Returns false when it was dropped (QoS 0 behind a full ring, counted). `tried`: the
+   * workers that already passed the message on for want of the groups' members.
    */
-  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): boolean;
+  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number, tried?: number): boolean;
   /** A ring is full and messages wait behind it: the publisher should stop reading. */
   readonly blocked: boolean;
   /** Calls `resume` once every waiting message is in its ring. */

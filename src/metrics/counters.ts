@@ -30,6 +30,7 @@ export const COUNTER_NAMES = [
   'droppedNoSubscribers',
   'droppedQos0Offline',
   'sharedRedispatched',
+  'sharedPassedOn', // a shared message sent on to another worker: the picked one had no member left
   // Cross-worker traffic (worker-threaded node; zero inline).
   'forwardedOut', // messages written to another worker's ring
   'forwardedIn', // messages read from other workers' rings

@@ -99,7 +99,7 @@ export class Fabric implements Router {
     const b = o.broker;
     this.onRecord = (data, start, length) => {
       const f = decodeRecord(data, start, length);
-      b.receiveForwarded(f.msg, f.nonShared, f.groups, f.retainSeq);
+      b.receiveForwarded(f.msg, f.nonShared, f.groups, f.retainSeq, f.tried);
     };
     for (let w = 0; w < plan.workers; w++) {
       const sab = plan.rings[w]![id];
@@ -279,10 +279,10 @@ export class Fabric implements Router {
     return Number(Atomics.add(this.seq64, 0, 1n)) + 1;
   }
 
-  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): boolean {
+  forward(w: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number, tried = 0): boolean {
     const ring = this.out[w];
     if (!ring) return false;
-    const parts = this.encoder.encode(m, nonShared, groups, retainSeq);
+    const parts = this.encoder.encode(m, nonShared, groups, retainSeq, tried);
     const q = this.backlog[w];
     if (!q || q.records.length === 0) {
       if (ring.tryWrite(parts)) {

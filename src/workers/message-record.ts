@@ -3,7 +3,7 @@
 // straight from the publisher's buffer (tryWrite gathers the parts, no concatenation):
 //    0 u8  kind          1 = publish
 //    1 u8  flags         bit 0 nonShared (deliver to the worker's non-shared subscribers),
-//                        bit 1 retain, bits 2-3 QoS, bit 4 props present
+//                        bit 1 retain, bits 2-3 QoS, bit 4 props present, bit 5 tried
 //    2 u16 groups        shared groups this worker serves (one member each)
 //    4 u32 payloadLen
 //    8 f64 retainSeq     > 0: store as retained under this node-wide sequence number
@@ -11,7 +11,9 @@
 //   24 u16 topicLen
 //   26 u16 fromLen
 //   28 u32 propsLen      JSON of the 5.0 properties (rare; correlation data as base64)
-//   32 topic, from, props, groups (u32 route, u16 len, name)*, payload
+//   32 topic, from, props, [u32 tried], groups (u32 route, u16 len, name)*, payload
+//      tried (flag bit 5): workers that found none of the named groups' members and passed
+//      the message on (their picks were made on member counts that had not caught up)
 import type { QoS } from '../protocol/codec.js';
 import type { Message, MessageProps } from '../broker/message.js';
 import type { GroupRef } from '../broker/router.js';
@@ -20,6 +22,7 @@ const KIND_PUBLISH = 1;
 const F_NON_SHARED = 1;
 const F_RETAIN = 2;
 const F_PROPS = 16;
+const F_TRIED = 32;
 export const RECORD_HEADER = 32;
 
 interface PropsJson {
@@ -64,8 +67,8 @@ export class RecordEncoder {
    * the next encode()). One message going to several workers without shared groups is
    * encoded once: only the flags byte differs between them.
    */
-  encode(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number): [Buffer, Buffer] {
-    if (groups === null && m === this.last && retainSeq === this.lastSeq) {
+  encode(m: Message, nonShared: boolean, groups: readonly GroupRef[] | null, retainSeq: number, tried = 0): [Buffer, Buffer] {
+    if (groups === null && tried === 0 && m === this.last && retainSeq === this.lastSeq) {
       const b = this.scratch;
       b[1] = (b[1]! & ~F_NON_SHARED) | (nonShared ? F_NON_SHARED : 0);
       return [b.subarray(0, this.lastLen), m.payload];
@@ -75,12 +78,12 @@ export class RecordEncoder {
     const topicLen = Buffer.byteLength(m.topic);
     const fromLen = Buffer.byteLength(m.from);
     const propsLen = props.length === 0 ? 0 : Buffer.byteLength(props);
-    let need = RECORD_HEADER + topicLen + fromLen + propsLen;
+    let need = RECORD_HEADER + topicLen + fromLen + propsLen + (tried !== 0 ? 4 : 0);
     if (groups) for (const g of groups) need += 6 + Buffer.byteLength(g.group);
     if (need > this.scratch.length) this.scratch = Buffer.allocUnsafe(Math.max(need, this.scratch.length * 2));
     const b = this.scratch;
     b[0] = KIND_PUBLISH;
-    b[1] = (nonShared ? F_NON_SHARED : 0) | (m.retain ? F_RETAIN : 0) | (m.qos << 2) | (propsLen > 0 ? F_PROPS : 0);
+    b[1] = (nonShared ? F_NON_SHARED : 0) | (m.retain ? F_RETAIN : 0) | (m.qos << 2) | (propsLen > 0 ? F_PROPS : 0) | (tried !== 0 ? F_TRIED : 0);
     b.writeUInt16LE(groups?.length ?? 0, 2);
     b.writeUInt32LE(m.payload.length, 4);
     b.writeDoubleLE(retainSeq, 8);
@@ -92,6 +95,7 @@ export class RecordEncoder {
     at += b.write(m.topic, at);
     if (fromLen > 0) at += b.write(m.from, at);
     if (propsLen > 0) at += b.write(props, at);
+    if (tried !== 0) at = b.writeUInt32LE(tried >>> 0, at);
     if (groups) {
       for (const g of groups) {
         b.writeUInt32LE(g.route >>> 0, at);
@@ -99,7 +103,7 @@ export class RecordEncoder {
         b.writeUInt16LE(n, at + 4);
         at += 6 + n;
       }
-    } else {
+    } else if (tried === 0) {
       this.last = m;
       this.lastSeq = retainSeq;
       this.lastLen = at;
@@ -113,6 +117,8 @@ export interface ForwardedMessage {
   nonShared: boolean;
   groups: GroupRef[];
   retainSeq: number;
+  /** Workers that already passed this message on for want of the groups' members (bit w = worker w). */
+  tried: number;
 }
 
 const NO_GROUPS: GroupRef[] = [];
@@ -133,6 +139,11 @@ export function decodeRecord(data: Buffer, start: number, length: number): Forwa
   const topic = data.toString('utf8', at, (at += topicLen));
   const from = fromLen > 0 ? data.toString('utf8', at, (at += fromLen)) : '';
   const props = propsLen > 0 ? propsFromJson(data.toString('utf8', at, (at += propsLen))) : undefined;
+  let tried = 0;
+  if ((flags & F_TRIED) !== 0) {
+    tried = data.readUInt32LE(at);
+    at += 4;
+  }
   let groups = NO_GROUPS;
   if (groupCount > 0) {
     groups = [];
@@ -151,5 +162,6 @@ export function decodeRecord(data: Buffer, start: number, length: number): Forwa
     nonShared: (flags & F_NON_SHARED) !== 0,
     groups,
     retainSeq,
+    tried,
   };
 }
