@@ -777,6 +777,30 @@ describe('Link', () => {
     await waitFor(() => got.length === 51, 'every frame at the server', 3000);
     assert.deepEqual(got, [...Array.from({ length: 50 }, (_, i) => `m${i}`), 'big:2000']);
   });
+
+  it('flushDelayMs: frames of several turns wait out the delay and go together, in order; 64 KiB gathered go at once', async (t) => {
+    const s = scope(t);
+    const srv = await startLinkServer(s);
+    const client = await connect(s, srv.port, { flushDelayMs: 400 });
+    const server = await srv.links.next('server link');
+    const got: { what: string; at: number }[] = [];
+    server.onFrame = (_type, body) => got.push({ what: body.length > 16 ? `big:${body.length}` : body.toString(), at: Date.now() });
+    const t0 = Date.now();
+    client.send(40, Buffer.from('a'));
+    await new Promise((r) => setImmediate(r));
+    client.send(40, Buffer.from('b'));
+    await waitFor(() => got.length === 2, 'both delayed frames', 3000);
+    assert.deepEqual(got.map((g) => g.what), ['a', 'b']);
+    // A timer fires no earlier than its delay (a millisecond of rounding allowed).
+    assert.ok(got[0]!.at - t0 >= 399, `the first frame waited the delay (${got[0]!.at - t0} ms)`);
+    got.length = 0;
+    const t1 = Date.now();
+    client.send(40, Buffer.from('c'));
+    client.send(40, Buffer.alloc(70 * 1024));
+    await waitFor(() => got.length === 2, 'the small and the big frame', 3000);
+    assert.deepEqual(got.map((g) => g.what), ['c', `big:${70 * 1024}`]);
+    assert.ok(got[1]!.at - t1 < 399, `over 64 KiB gathered went without waiting (${got[1]!.at - t1} ms)`);
+  });
 });
 
 // ---------------------------------------------------------------------------- forward

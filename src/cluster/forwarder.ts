@@ -50,7 +50,7 @@ export class Forwarder {
     const { cfg, log } = this.o;
     this.server = createForwardServer({
       cookie: cfg.cluster.cookie!, cluster: cfg.cluster.name, node: cfg.node.name, incarnation: this.o.incarnation(),
-      tls: clusterTls(cfg), dedupe: new DedupeTable(this.o.dedupe), log,
+      tls: clusterTls(cfg), dedupe: new DedupeTable(this.o.dedupe), log, flushDelayMs: cfg.cluster.forward_flush_ms,
       onMessage: (_from, body) => {
         const f = decodeRecord(body, 0, body.length);
         this.o.deliver(f.msg, f.nonShared, f.groups);
@@ -84,6 +84,7 @@ export class Forwarder {
       const sender = new ForwardSender({
         peerNode: p.name, host, port, tls: clusterTls(cfg), cookie: cfg.cluster.cookie!, cluster: cfg.cluster.name,
         node: cfg.node.name, worker: this.o.worker, incarnation: this.o.incarnation(), maxBytes: cfg.cluster.forward_max_bytes, log,
+        flushDelayMs: cfg.cluster.forward_flush_ms,
       });
       this.senders.set(p.slot, { peer: p, sender });
     }

@@ -136,6 +136,7 @@ export const DEFAULTS: Config = deepFreeze({
     lease_ttl_s: 10,
     tls: false,
     forward_max_bytes: 8 * 1024 * 1024,
+    forward_flush_ms: 1,
     write_batch_ms: 2,
     lag_warn_ms: 1000,
     claim_timeout_ms: 2000,

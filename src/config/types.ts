@@ -117,6 +117,8 @@ export interface ClusterConfig {
   tls: boolean;
   /** Bytes waiting for one peer (per worker) before publishers pause. */
   forward_max_bytes: number;
+  /** Forwarded messages are gathered this long (ms) into one write per peer connection; 0: per loop turn. */
+  forward_flush_ms: number;
   /** Route and retained writes are batched this long (ms) before going to etcd. */
   write_batch_ms: number;
   /** A shard lagging more than this (ms) behind its source is logged. */

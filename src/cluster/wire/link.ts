@@ -44,6 +44,12 @@ export interface LinkIdentity {
   maxFrame?: number;
   /** Bytes not yet written (gathered + socket.writableLength) above which send() returns false (default 1 MiB). */
   highWaterMark?: number;
+  /**
+   * Frames are gathered this long (ms) before one write; 0 (default): until the end of the
+   * loop turn. Forward links use a millisecond (cluster.forward_flush_ms): at modest rates
+   * a turn holds one message, and a write per message is most of a forwarded message's CPU.
+   */
+  flushDelayMs?: number;
 }
 
 export interface PeerInfo {
@@ -95,6 +101,9 @@ export class Link {
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushQueued = false;
+  /** The pending flush when it waits on a timer (flushDelayMs > 0). */
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly flushDelay: number;
   /** send() said false: drain waiters are owed a wake-up once the bytes are out. */
   private full = false;
   private lastIn = Date.now();
@@ -112,6 +121,7 @@ export class Link {
     private readonly id: LinkIdentity,
   ) {
     this.hwm = id.highWaterMark ?? 1024 * 1024;
+    this.flushDelay = id.flushDelayMs ?? 0;
     this.peerAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     const hb = id.heartbeatMs ?? 1000;
     const dead = id.deadAfterMs ?? 5000;
@@ -160,7 +170,14 @@ export class Link {
       this.flushQueued = true;
       // Written after this loop turn's I/O callbacks (setImmediate), not after this one
       // callback (nextTick): at a modest rate every publish arrives in its own read, and a
-      // write per message costs a syscall each; one poll phase gathers them all.
+      // write per message costs a syscall each; one poll phase gathers them all. With a
+      // flush delay, the frames of the next milliseconds' turns join them.
+      if (this.flushDelay > 0) this.flushTimer = setTimeout(this.flushOut, this.flushDelay);
+      else setImmediate(this.flushOut);
+    } else if (this.flushTimer !== null && this.outBytes >= GATHER_COPY_BYTES) {
+      // Enough for one large write: no reason to wait out the delay.
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
       setImmediate(this.flushOut);
     }
     this.lastOut = Date.now();
@@ -172,6 +189,10 @@ export class Link {
   /** Writes the gathered frames: small ones copied into one buffer, big ones as they are (writev). */
   private readonly flushOut = (): void => {
     this.flushQueued = false;
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
     const out = this.out;
     if (out.length === 0) return;
     const bytes = this.outBytes;
