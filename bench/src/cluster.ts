@@ -5,8 +5,10 @@
 // clients (./load-conn.ts) and stops everything at the end, on errors and on SIGINT.
 //
 //   node bench/dist/cluster.js [--scenario p2p,propagation,route-writes,bootstrap,fanout]
-//        [--workers 1] [--json FILE]
+//        [--workers 1] [--json FILE] [--set PATH=VALUE ...] (a config option for every node,
+//        e.g. --set cluster.forward_flush_ms=0; given to the nodes as FLEETMQ_ environment)
 //        p2p:          [--pairs 50] [--rate 20000] [--qos 0,1] [--duration 10] [--warmup 2] [--rounds 2]
+//                      [--modes single,local,cross] (a subset, e.g. for a profile of one mode)
 //        propagation:  [--samples 100]
 //        route-writes: [--subs 600000] [--clients 24] [--batch 100] [--window 8]
 //        bootstrap:    [--routes 100000,1000000]
@@ -128,7 +130,7 @@ class BenchNode {
       if (s.etcd !== undefined) args.push('--etcd', s.etcd);
       if (s.seeds !== undefined) args.push('--seeds', s.seeds.join(','));
     }
-    const env: NodeJS.ProcessEnv = { FLEETMQ_MQTT__SYS_INTERVAL_MS: '0' };
+    const env: NodeJS.ProcessEnv = { FLEETMQ_MQTT__SYS_INTERVAL_MS: '0', ...NODE_SETTINGS };
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FLEETMQ_')) env[k] = v;
     this.spawnedAt = performance.now();
     // CLUSTER_BENCH_NODE_ARGS: node flags for every fleetmq node (e.g. --cpu-prof --cpu-prof-dir=DIR).
@@ -366,6 +368,8 @@ async function p2p(argv: string[], workers: number): Promise<{ rows: P2pRow[]; s
   const duration = num(argv, '--duration', 10);
   const warmup = num(argv, '--warmup', 2);
   const rounds = num(argv, '--rounds', 2);
+  const modes = list(argv, '--modes', 'single,local,cross');
+  for (const m of modes) if (m !== 'single' && m !== 'local' && m !== 'cross') throw new Error(`--modes: unknown mode "${m}" (single, local, cross)`);
   const rows: P2pRow[] = [];
   const etcd = await startEtcd();
   const cl = await startCluster(etcd, 2, 0, workers, 'p');
@@ -373,8 +377,8 @@ async function p2p(argv: string[], workers: number): Promise<{ rows: P2pRow[]; s
   try {
     for (let round = 1; round <= rounds; round++) {
       for (const qos of qoss) {
-        const order: P2pRow['mode'][] = round % 2 === 1 ? ['single', 'local', 'cross'] : ['cross', 'local', 'single'];
-        for (const mode of order) {
+        const all: P2pRow['mode'][] = round % 2 === 1 ? ['single', 'local', 'cross'] : ['cross', 'local', 'single'];
+        for (const mode of all.filter((x) => modes.includes(x))) {
           let single: BenchNode | null = null;
           try {
             let pubNode = A;
@@ -736,7 +740,21 @@ function fmt(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a';
 }
 
+/** --set PATH=VALUE options as the nodes' FLEETMQ_ environment (cluster.forward_flush_ms → FLEETMQ_CLUSTER__FORWARD_FLUSH_MS). */
+const NODE_SETTINGS: Record<string, string> = {};
+
+function readSettings(argv: readonly string[]): void {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] !== '--set') continue;
+    const kv = argv[i + 1] ?? '';
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`--set: expected PATH=VALUE, got "${kv}"`);
+    NODE_SETTINGS['FLEETMQ_' + kv.slice(0, eq).toUpperCase().split('.').join('__')] = kv.slice(eq + 1);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
+  readSettings(argv);
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write('usage: node bench/dist/cluster.js [--scenario p2p,propagation,route-writes,bootstrap,fanout] [--workers 1] [--json FILE] (see the top of bench/src/cluster.ts)\n');
     return 0;
