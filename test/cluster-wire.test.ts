@@ -778,6 +778,32 @@ describe('Link', () => {
     assert.deepEqual(got, [...Array.from({ length: 50 }, (_, i) => `m${i}`), 'big:2000']);
   });
 
+  it('a frame up to 64 KiB is copied by send(): its buffer may be reused at once; frames past a 16 KiB chunk keep their order', async (t) => {
+    const s = scope(t);
+    const srv = await startLinkServer(s);
+    const client = await connect(s, srv.port);
+    const server = await srv.links.next('server link');
+    const got: string[] = [];
+    server.onFrame = (_type, body) => got.push(body.length > 16 ? `${body[0]}x${body.length}` : body.toString());
+    const scratch = Buffer.alloc(8);
+    const sent: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      if (i % 10 === 5) {
+        // 20 KiB and 70 KiB frames between the small ones: one more than a chunk, one kept by reference.
+        const big = Buffer.alloc(i === 25 ? 70 * 1024 : 20 * 1024, i);
+        client.send(40, big);
+        sent.push(`${i}x${big.length}`);
+        continue;
+      }
+      scratch.fill(0).write(`s${i}`);
+      client.send(40, scratch.subarray(0, `s${i}`.length));
+      sent.push(`s${i}`);
+    }
+    scratch.fill(0x21); // what send() copied is not changed by this
+    await waitFor(() => got.length === 40, 'every frame at the server', 3000);
+    assert.deepEqual(got, sent);
+  });
+
   it('flushDelayMs: frames of several turns wait out the delay and go together, in order; 64 KiB gathered go at once', async (t) => {
     const s = scope(t);
     const srv = await startLinkServer(s);

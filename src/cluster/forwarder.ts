@@ -12,7 +12,8 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
 import { decodeRecord, RecordEncoder } from '../workers/message-record.js';
 import { DedupeTable } from './wire/dedupe.js';
-import { createForwardServer, ForwardSender } from './wire/forward.js';
+import { createForwardServer, ForwardSender, FORWARD_HEAD_BYTES } from './wire/forward.js';
+import { GATHER_COPY_BYTES } from './wire/link.js';
 import type { Peer } from './membership.js';
 import { clusterTls } from './transport.js';
 import { decodeTransfer, encodeTransfer } from './transfer-codec.js';
@@ -108,9 +109,11 @@ export class Forwarder {
       return null;
     }
     const [head, payload] = this.encoder.encode(m, nonShared, groups, 0);
-    // The head is the encoder's scratch buffer, reused by the next encode(), and a socket
-    // write keeps a reference until it is flushed: copy it (the payload never changes).
-    const parts = [Buffer.from(head), payload];
+    // The head is the encoder's scratch buffer, reused by the next encode(). The link copies
+    // a frame of up to GATHER_COPY_BYTES at once; a bigger one it keeps by reference until
+    // written: then copy the head (the payload never changes).
+    const big = head.length + payload.length + FORWARD_HEAD_BYTES + 5 > GATHER_COPY_BYTES;
+    const parts = [big ? Buffer.from(head) : head, payload];
     let wait: Promise<void> | null = null;
     let ok: boolean;
     if (m.qos === 0) ok = s.sender.send(parts, 0);

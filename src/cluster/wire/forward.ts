@@ -17,6 +17,10 @@ import { connectLink, createLinkServer, type Link, type LinkIdentity, type PeerI
 
 export const F_MSG = 32;
 export const F_ACK = 33;
+/** Bytes before the record in a MSG body (flags, seq). */
+export const FORWARD_HEAD_BYTES = 9;
+/** The MSG head of every QoS 0 message (flags 0, seq 0); never written to. */
+const QOS0_HEAD = Buffer.alloc(FORWARD_HEAD_BYTES);
 
 export type SendStatus = 'acked' | 'abandoned';
 
@@ -163,20 +167,17 @@ export class ForwardSender {
         this.st.droppedQos0++;
         return false;
       }
-      const head = Buffer.allocUnsafe(9);
-      head[0] = 0;
-      head.writeDoubleBE(0, 1);
-      link.send(F_MSG, [head, ...parts]);
+      link.send(F_MSG, parts.length === 2 ? [QOS0_HEAD, parts[0]!, parts[1]!] : [QOS0_HEAD, ...parts]);
       this.st.sent++;
       return true;
     }
-    let len = 9;
+    let len = FORWARD_HEAD_BYTES;
     for (const p of parts) len += p.length;
     const body = Buffer.allocUnsafe(len);
     const seq = this.nextSeq++;
     body[0] = 1;
     body.writeDoubleBE(seq, 1);
-    let at = 9;
+    let at = FORWARD_HEAD_BYTES;
     for (const p of parts) at += p.copy(body, at);
     this.unacked.push({ seq, body, done: onDone });
     this.unackedBytes += len;

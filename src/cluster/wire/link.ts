@@ -80,13 +80,18 @@ function jsonFrame(type: number, o: unknown): Buffer[] {
 
 type Socket = net.Socket | tls.TLSSocket;
 
+/** Frames up to this size are copied into the link's gather chunk when sent; bigger ones are written as they are. */
+export const GATHER_COPY_BYTES = 64 * 1024;
+/** Size of a gather chunk (a bigger frame that is still copied gets a chunk of its own size). */
+const CHUNK_BYTES = 16 * 1024;
+
 /**
- * One authenticated connection. Frames sent in one event-loop turn go out in one write
- * (cork, uncork in the turn's check phase). Handlers: onFrame (application frames, body valid only
- * during the call), onRequest, onClose (once), onDrain.
+ * One authenticated connection. Frames sent in one event-loop turn (or flushDelayMs) go out
+ * in one write. A frame up to GATHER_COPY_BYTES is copied into a gather chunk by send(), so
+ * its parts may be reused as soon as send() returns; a bigger frame is kept by reference
+ * until written (its parts must not change). Handlers: onFrame (application frames, body
+ * valid only during the call), onRequest, onClose (once), onDrain.
  */
-/** Up to this many bytes a turn's frames are copied into one buffer; above, written as a writev. */
-const GATHER_COPY_BYTES = 64 * 1024;
 
 export class Link {
   onFrame: (type: number, body: Buffer) => void = () => undefined;
@@ -100,6 +105,14 @@ export class Link {
   /** Frames of this loop turn, written as one buffer in its check phase (see send). */
   private out: Buffer[] = [];
   private outBytes = 0;
+  /**
+   * Small frames are copied here, from chunkStart up to chunkLen, and that region joins
+   * `out` at the next big frame or flush. Regions handed to the socket are never written
+   * again (a write may hold them until sent): the chunk fills on, then a new one is made.
+   */
+  private chunk: Buffer | null = null;
+  private chunkStart = 0;
+  private chunkLen = 0;
   private flushQueued = false;
   /** The pending flush when it waits on a timer (flushDelayMs > 0). */
   private flushTimer: NodeJS.Timeout | null = null;
@@ -160,12 +173,31 @@ export class Link {
   /** Writes a frame; false when the socket buffers more than the high-water mark (wait for drained()). */
   send(type: number, parts: Buffer | readonly Buffer[]): boolean {
     if (this.closed) return false;
-    const list = Buffer.isBuffer(parts) ? [parts] : parts;
     let len = 0;
-    for (const p of list) len += p.length;
-    this.out.push(frameHead(type, len));
-    for (const p of list) if (p.length > 0) this.out.push(p);
-    this.outBytes += 5 + len;
+    if (Buffer.isBuffer(parts)) len = parts.length;
+    else for (const p of parts) len += p.length;
+    const need = 5 + len;
+    if (need <= GATHER_COPY_BYTES) {
+      let c = this.chunk;
+      if (c === null || this.chunkLen + need > c.length) {
+        this.closeChunk();
+        c = this.chunk = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, need));
+        this.chunkStart = this.chunkLen = 0;
+      }
+      let at = this.chunkLen;
+      c.writeUInt32BE(len + 1, at); // frameHead, written in place
+      c[at + 4] = type;
+      at += 5;
+      if (Buffer.isBuffer(parts)) at += parts.copy(c, at);
+      else for (const p of parts) at += p.copy(c, at);
+      this.chunkLen = at;
+    } else {
+      this.closeChunk();
+      this.out.push(frameHead(type, len));
+      if (Buffer.isBuffer(parts)) this.out.push(parts);
+      else for (const p of parts) if (p.length > 0) this.out.push(p);
+    }
+    this.outBytes += need;
     if (!this.flushQueued) {
       this.flushQueued = true;
       // Written after this loop turn's I/O callbacks (setImmediate), not after this one
@@ -186,6 +218,13 @@ export class Link {
     return false;
   }
 
+  /** The chunk's filled region joins `out` (before any frame sent after it). */
+  private closeChunk(): void {
+    if (this.chunk === null || this.chunkLen === this.chunkStart) return;
+    this.out.push(this.chunk.subarray(this.chunkStart, this.chunkLen));
+    this.chunkStart = this.chunkLen;
+  }
+
   /** Writes the gathered frames: small ones copied into one buffer, big ones as they are (writev). */
   private readonly flushOut = (): void => {
     this.flushQueued = false;
@@ -193,6 +232,7 @@ export class Link {
       clearTimeout(this.flushTimer);
       this.flushTimer = null;
     }
+    this.closeChunk();
     const out = this.out;
     if (out.length === 0) return;
     const bytes = this.outBytes;
