@@ -528,7 +528,13 @@ export class Broker {
    */
   receiveRemote(m: Message, nonShared: boolean, groups: readonly GroupRef[]): void {
     this.counters.forwardedInRemote++;
-    const match = this.router!.match(m.topic);
+    const r = this.router!;
+    // The only worker: its own index decides (no trie match to pick workers).
+    if (r.allMask === 1 << r.workerId) {
+      if (this.deliverLocal(m, nonShared, groups) === 0) this.counters.droppedNoSubscribers++;
+      return;
+    }
+    const match = r.match(m.topic);
     const gs = groups.length === 0 ? NO_MATCH_GROUPS : match.groups.filter((g) => named(groups, g.group, null, g.route));
     if (this.routeToWorkers(m, nonShared ? match.mask : 0, gs, 0, 0) === 0) this.counters.droppedNoSubscribers++;
   }
