@@ -5,6 +5,7 @@
 // already applied (docs/cluster.md, "Retained messages").
 import type { QoS } from '../protocol/codec.js';
 import type { Message, MessageProps } from '../broker/message.js';
+import { MAX_PUT_BYTES, OP_OVERHEAD, RETAINED_KEY_SLACK } from './etcd/limits.js';
 
 export interface RetainedOrigin {
   node: string;
@@ -19,7 +20,20 @@ interface Header {
   p?: { pfi?: boolean; ct?: string; rt?: string; cd?: string; up?: [string, string][] };
 }
 
-export function encodeRetained(m: Message, origin: RetainedOrigin): Buffer {
+/**
+ * Whether `m` fits in one put of the retained shard (etcd's request limit): checked at
+ * PUBLISH, so that a retained message too large for the cluster is refused there rather
+ * than acknowledged and then dropped by the writer.
+ */
+export function retainedFits(m: Message): boolean {
+  // The common case without building the header: a header is a few hundred bytes plus the
+  // publisher's id (JSON escaping at most sixfold), all well inside the slack below.
+  if (!m.props && m.payload.length + 3 * m.topic.length + 6 * m.from.length + 512 <= MAX_PUT_BYTES - RETAINED_KEY_SLACK) return true;
+  const head = Buffer.byteLength(retainedHeader(m, { node: '', seq: Number.MAX_SAFE_INTEGER }));
+  return 4 + head + m.payload.length + Buffer.byteLength(m.topic) + OP_OVERHEAD <= MAX_PUT_BYTES - RETAINED_KEY_SLACK;
+}
+
+function retainedHeader(m: Message, origin: RetainedOrigin): string {
   const h: Header = { q: m.qos, x: m.expiresAt, f: m.from, o: origin };
   if (m.props) {
     const p = m.props;
@@ -30,7 +44,11 @@ export function encodeRetained(m: Message, origin: RetainedOrigin): Buffer {
     if (p.correlationData !== undefined) h.p.cd = p.correlationData.toString('base64');
     if (p.userProperties !== undefined) h.p.up = p.userProperties;
   }
-  const head = Buffer.from(JSON.stringify(h));
+  return JSON.stringify(h);
+}
+
+export function encodeRetained(m: Message, origin: RetainedOrigin): Buffer {
+  const head = Buffer.from(retainedHeader(m, origin));
   const out = Buffer.allocUnsafe(4 + head.length + m.payload.length);
   out.writeUInt32BE(head.length, 0);
   head.copy(out, 4);

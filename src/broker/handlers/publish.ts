@@ -5,6 +5,7 @@ import { validateTopicName } from '../../protocol/topic.js';
 import type { ClientConnection } from '../connection.js';
 import type { Message } from '../message.js';
 import { pickMessageProps } from './connect.js';
+import { retainedFits } from '../../cluster/retained-codec.js';
 
 export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   const b = c.broker;
@@ -56,13 +57,21 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
       props: v5 && props ? pickMessageProps(props, p.userPropertyPairs) : undefined,
       expiresAt: v5 && props?.messageExpiryInterval ? Date.now() + props.messageExpiryInterval * 1000 : 0,
     };
-    const n = b.received(m);
-    if (n === 0 && v5) code = 0x10; // No matching subscribers
-    // Cluster: the acknowledgement waits until every other node it went to holds it.
-    remote = b.takeRemoteWait();
-    // The message is ours now (queued behind a full ring if need be); read no more from
-    // this publisher until the ring drains, so nothing of QoS 1/2 is ever dropped.
-    if (b.router?.blocked) c.pauseForRing();
+    if (m.retain && b.router?.clustered && !retainedFits(m)) {
+      // Too large for the cluster's retained store (one etcd request): refused whole, never
+      // acknowledged as accepted and then lost (v5: Quota exceeded; 3.1.1 has no code).
+      b.counters.droppedTooLarge++;
+      b.log.warn('mqtt.retained_too_large', { client: c.clientId, topic, bytes: m.payload.length, detail: 'a retained message must fit in one etcd request of the retained shard' });
+      code = 0x97;
+    } else {
+      const n = b.received(m);
+      if (n === 0 && v5) code = 0x10; // No matching subscribers
+      // Cluster: the acknowledgement waits until every other node it went to holds it.
+      remote = b.takeRemoteWait();
+      // The message is ours now (queued behind a full ring if need be); read no more from
+      // this publisher until the ring drains, so nothing of QoS 1/2 is ever dropped.
+      if (b.router?.blocked) c.pauseForRing();
+    }
   }
   if (p.qos === 0) return;
   // 3.1.1 has no reason codes: a refused QoS 1/2 message is acknowledged and dropped.

@@ -16,19 +16,16 @@ import { encodeOps } from '../kv-codec.js';
 import { incPrefix, routeBaseKey, routeLogKey, type SessionOwner } from '../keys.js';
 import type { KvOp } from '../shard.js';
 import { isUnavailable, num } from './client.js';
+import { MAX_PUT_BYTES, OP_OVERHEAD } from './limits.js';
+
+export { ETCD_REQUEST_BYTES, MAX_PUT_BYTES } from './limits.js';
 
 /** etcd's default limit is 128 operations per transaction. */
 const TXN_OPS = 100;
 /** Bytes of one base chunk (etcd's request limit is 1.5 MiB). */
 const BASE_CHUNK_BYTES = 512 * 1024;
-/** etcd's request limit (--max-request-bytes, 1.5 MiB by default). */
-export const ETCD_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** A KvWriter transaction holds puts of at most this many bytes (keys and values), unless one put alone is larger. */
 export const TXN_BYTES = 512 * 1024;
-/** The largest put a KvWriter sends (alone): etcd's limit less room for the request's framing. */
-export const MAX_PUT_BYTES = ETCD_REQUEST_BYTES - 16 * 1024;
-/** Bytes an operation adds to a transaction besides its key and value (protobuf framing, lease). */
-const OP_OVERHEAD = 32;
 
 export interface WriterHealth {
   /** A write failed because etcd did not answer (cleared by the next success). */
