@@ -245,6 +245,31 @@ describe('cluster of 2 cores and 2 replicants on a 3-member etcd', () => {
       for (const n of [A, B, R1, R2]) assert.match(table.stdout, new RegExp(n.name.replace(/[.]/g, '\\.')));
     });
 
+    test('GET /api/v1/cluster `forwarding`: the node\'s senders to each peer, summed over its workers (sent, acked, unacked, connections)', T, async () => {
+      type Row = { peer: string; connections: number; connections_up: number; sent: number; acked: number; unacked: number; queued_bytes: number; resent: number; reconnects: number };
+      const rowFor = async (peer: ClusterNode): Promise<Row | undefined> =>
+        ((await R2.get('/api/v1/cluster')).body as { forwarding: Row[] }).forwarding.find((r) => r.peer === peer.name);
+      const topic = `fwdstats/${process.pid}`;
+      const sub = await client(A, 5);
+      const got = inbox(sub);
+      await sub.subscribeAsync(topic, { qos: 1 });
+      await routed(R2, topic, A);
+      const before = await rowFor(A);
+      assert.ok(before, 'a row for A');
+      assert.ok(before.connections >= 1 && before.connections_up === before.connections, JSON.stringify(before));
+      const pub = await client(R2, 5);
+      const n = 200;
+      await Promise.all(Array.from({ length: n }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })));
+      await eventually(() => got.length >= n, `${n} messages at A`);
+      // Every PUBACK came after A held the message, so the acknowledgements are counted.
+      const after = (await rowFor(A))!;
+      assert.ok(after.sent - before.sent >= n, `sent ${before.sent} → ${after.sent}`);
+      assert.ok(after.acked - before.acked >= n, `acked ${before.acked} → ${after.acked}`);
+      assert.equal(after.unacked, 0);
+      const peers = ((await R2.get('/api/v1/cluster')).body as { forwarding: Row[] }).forwarding.map((r) => r.peer);
+      assert.ok(!peers.includes(R2.name), 'no row for the node itself');
+    });
+
     test('per-node /api/v1/stats and /status keep working; stats count what crossed nodes', T, async () => {
       const st = (await A.get('/api/v1/stats')).body as Record<string, number>;
       assert.ok(st['forwardedRemote']! > 0 || st['forwardedInRemote']! > 0, 'traffic between nodes is counted');

@@ -17,6 +17,7 @@ import { GATHER_COPY_BYTES } from './wire/link.js';
 import type { Peer } from './membership.js';
 import { clusterTls } from './transport.js';
 import { decodeTransfer, encodeTransfer } from './transfer-codec.js';
+import type { PeerForwardStats } from './forward-stats.js';
 
 /** Request kinds on the forward channel. */
 export const FWD_TAKEOVER = 1;
@@ -163,10 +164,14 @@ export class Forwarder {
     }
   }
 
-  stats(): { peer: string; state: string; sent: number; acked: number; resent: number; droppedQos0: number; queuedBytes: number }[] {
+  /** This worker's sender to each peer. */
+  stats(): PeerForwardStats[] {
     return [...this.senders.values()].map(({ peer, sender }) => {
       const st = sender.stats();
-      return { peer: peer.name, state: st.state, sent: st.sent, acked: st.acked, resent: st.resent, droppedQos0: st.droppedQos0, queuedBytes: st.queuedBytes };
+      return {
+        peer: peer.name, state: st.state, sent: st.sent, acked: st.acked, resent: st.resent, droppedQos0: st.droppedQos0,
+        unacked: st.unackedFrames, queuedBytes: st.queuedBytes, reconnects: st.reconnects, lastError: st.lastError,
+      };
     });
   }
 

@@ -259,8 +259,10 @@ function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: nu
         if (!clustered) return single();
         const p = pool();
         if (!p) return { status: 503, body: { error: 'starting' } };
-        const v = await p.cluster({ type: 'clusterView' }, 5000);
-        return v === null ? { status: 504, body: { error: 'the replication thread did not answer in time' } } : { status: 200, body: v };
+        const [v, forwarding] = await Promise.all([p.cluster({ type: 'clusterView' }, 5000), p.forwarding()]);
+        if (v === null) return { status: 504, body: { error: 'the replication thread did not answer in time' } };
+        // This node's forwarding channel to each peer, summed over its workers.
+        return { status: 200, body: { ...(v as Record<string, unknown>), forwarding } };
       },
     },
     {

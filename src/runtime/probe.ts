@@ -92,7 +92,9 @@ export type ProbeQuery =
   | { q: 'retained'; filter: string }
   | { q: 'groupMembers'; filter: string; group: string }
   /** GET /api/v1/clients rows: connected clients and offline sessions. */
-  | { q: 'apiClients' };
+  | { q: 'apiClients' }
+  /** Cluster: the worker's forward senders, one per peer (answered by the worker, not the engine). */
+  | { q: 'forwardStats' };
 
 export function connInfo(c: ClientConnection, worker: number): ConnInfo {
   return {

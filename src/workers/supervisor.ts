@@ -5,6 +5,7 @@ import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Message } from '../broker/message.js';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Config } from '../config/types.js';
+import { summarizeForwarding, type PeerForwardStats, type PeerForwardSummary } from '../cluster/forward-stats.js';
 import type { Logger } from '../log/logger.js';
 import { Counters, CountersSum, FIRST_GAUGE, COUNTER_SLOTS, readerOf } from '../metrics/counters.js';
 import { mqttPorts, type AcceptPath, type SharedAccept } from '../runtime/engine.js';
@@ -60,6 +61,8 @@ export interface WorkerPool {
   abort(): Promise<void>;
   /** Cluster: asks the replication thread (null when it does not answer within `timeoutMs`). */
   cluster(q: ClusterQuery, timeoutMs?: number): Promise<unknown>;
+  /** Cluster: every running worker's forward senders, summed per peer. */
+  forwarding(): Promise<PeerForwardSummary[]>;
 }
 
 export type ClusterQuery =
@@ -405,6 +408,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   return {
     plan, probe, counters,
     accept: accept.path,
+    forwarding: async () => summarizeForwarding(await askAll<PeerForwardStats[]>({ q: 'forwardStats' })),
     async stats() {
       const snap = sum.snapshot();
       const workers: WorkerStats[] = slots.map((s) => {

@@ -112,7 +112,7 @@ async function main(): Promise<void> {
         void forwarder?.takeover(m.node, m.clientId, true);
         return;
       case 'probe':
-        send({ type: 'reply', reqId: m.reqId, value: answerProbe(broker, id, m.query) });
+        send({ type: 'reply', reqId: m.reqId, value: m.query.q === 'forwardStats' ? forwarder?.stats() ?? [] : answerProbe(broker, id, m.query) });
         return;
       case 'retainedSnapshot':
         send({ type: 'reply', reqId: m.reqId, value: broker.retained.entries() });
