@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MqttClient } from 'mqtt';
 import { startEtcdCluster, useEtcdCluster, type EtcdCluster } from './helpers/etcd.js';
-import { eventually, useNodes, type ClusterNode, routed, coreOf } from './helpers/cluster.js';
+import { eventually, useNodes, type ClusterNode, routed, routesOf, coreOf } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 import { freePort, sleep } from './helpers/broker.js';
 
@@ -133,11 +133,21 @@ describe('cluster failures: etcd', () => {
     e = await startEtcdCluster(1);
     const A = await nodes.start({ role: 'core', name: 'ea', etcd: e.endpoints, leaseTtl: 10 });
     const R = await nodes.start({ role: 'replicant', name: 'er', seeds: [A.clusterAddress], leaseTtl: 10 });
+    // A replicant that waits 1.5 s for a route to be committed before it refuses the SUBSCRIBE.
+    const R2 = await nodes.start({
+      role: 'replicant', name: 'er2', seeds: [A.clusterAddress], leaseTtl: 10, env: { FLEETMQ_CLUSTER__ROUTE_COMMIT_TIMEOUT_MS: '1500' },
+    });
     const topic = `etcd/${process.pid}/old`;
     const sub = await clients.mqtt(R.url, { protocolVersion: 5, clientId: uid('s') });
     const got = inbox(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
     await routed(A, topic, R);
+
+    // R2's clients connect now: while etcd is away a CONNECT waits for its session claim.
+    const topic3 = `etcd/${process.pid}/refused`;
+    const sub3 = await clients.mqtt(R2.url, { protocolVersion: 5, clientId: uid('s3') });
+    const got3 = inbox(sub3);
+    const local = await clients.mqtt(R2.url, { protocolVersion: 5, clientId: uid('p3') });
 
     await e.kill(0);
     await eventually(async () => ((await A.status())['cluster'] as { etcd: { state: string } }).etcd.state === 'unreachable', 'A reporting etcd unreachable', 15_000);
@@ -149,8 +159,17 @@ describe('cluster failures: etcd', () => {
     const sub2 = await clients.mqtt(R.url, { protocolVersion: 5, clientId: uid('s2') });
     let subacked = false;
     const pending = sub2.subscribeAsync(topic2, { qos: 1 }).then(() => (subacked = true));
+    // On R2 the wait ends at 1.5 s: the subscription is refused (0x80) and undone.
+    const t3 = Date.now();
+    // MQTT.js rejects a SUBACK that holds a failure code, with the packet.
+    const err = await sub3.subscribeAsync(topic3, { qos: 1 }).then(() => null, (x: { packet?: { granted?: number[] } }) => x);
+    assert.ok(Date.now() - t3 >= 1400, `R2's SUBACK waited its commit timeout (${Date.now() - t3} ms)`);
+    assert.deepEqual(err?.packet?.granted, [0x80], 'refused: the route is not in the cluster');
+    assert.equal(R2.lines('mqtt.subscribe_not_committed').length, 1, R2.tail());
+    await local.publishAsync(topic3, 'not for a refused subscription', { qos: 1 });
     await sleep(1500);
     assert.equal(subacked, false, 'the SUBACK waits for etcd');
+    assert.deepEqual(got3, [], 'the refused subscription was undone on its node too');
     await e.start(0);
     await pending;
     await eventually(async () => ((await A.status())['cluster'] as { etcd: { state: string } }).etcd.state === 'up', 'A reporting etcd up', 15_000);
@@ -158,5 +177,11 @@ describe('cluster failures: etcd', () => {
     await routed(A, topic2, R);
     await pub.publishAsync(topic2, 'after etcd came back', { qos: 1 });
     await eventually(() => got2.length === 1, 'the new route');
+    // R2's refused route was never left in the cluster (its add and its removal both went in).
+    await sleep(500);
+    assert.deepEqual(await routesOf(A, topic3), [], 'no route to R2 for the refused filter');
+    await pub.publishAsync(topic3, 'after etcd came back', { qos: 1 });
+    await sleep(300);
+    assert.deepEqual(got3, []);
   });
 });

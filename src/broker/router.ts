@@ -41,9 +41,11 @@ export interface Router {
   onlineMembers(route: number, w: number): number;
   /**
    * Resolves once every route change sent so far is in the trie (so every worker routes by
-   * it) and this worker has drained its inbound rings; null when there is nothing to wait for.
+   * it) and this worker has drained its inbound rings (in a cluster: committed to the
+   * routes shard); null when there is nothing to wait for. Resolves false when the time for
+   * that (cluster.route_commit_timeout_ms) ran out first.
    */
-  sync(): Promise<void> | null;
+  sync(): Promise<boolean> | null;
   /**
    * Hands `m` to worker `w`: deliver to its non-shared subscribers (`nonShared`), to one
    * member of each group in `groups`, and store it as retained under `retainSeq` (> 0).

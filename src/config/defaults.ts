@@ -140,6 +140,7 @@ export const DEFAULTS: Config = deepFreeze({
     write_batch_ms: 2,
     lag_warn_ms: 1000,
     claim_timeout_ms: 2000,
+    route_commit_timeout_ms: 10_000,
   },
 });
 

@@ -305,6 +305,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { path: 'cluster.forward_flush_ms', type: int(0, 100), doc: 'Messages for another node are gathered this long (milliseconds) into one write on each forward connection (frames past 64 KiB go at once); 0 writes once per event-loop turn. At modest rates a loop turn holds one message, so the default millisecond saves most of a write per message (benchmark.md, cross-node p2p) for at most that much more latency.' },
   { path: 'cluster.write_batch_ms', type: int(0, 1000), doc: 'Route and retained-message changes are gathered this long before one etcd transaction takes them.' },
   { path: 'cluster.claim_timeout_ms', type: int(1, 600_000), doc: 'A CONNECT waits at most this long for the etcd transaction that makes this node the owner of its client id; then it connects on what this node knows and the claim goes on (if another node turns out to own the id, that node ends its copy). Only while etcd does not answer does this matter.' },
+  { path: 'cluster.route_commit_timeout_ms', type: int(100, 600_000), doc: 'A SUBACK waits at most this long for the new subscriptions\' routes to be committed to the routes shard (so that a message published anywhere after the SUBACK reaches them); past it (etcd lost) those subscriptions are undone and refused with 0x80, logged `mqtt.subscribe_not_committed`.' },
   { path: 'cluster.lag_warn_ms', type: int(1, 3_600_000), doc: 'A shard replica further behind its source than this is logged (`cluster.shard_lag`).' },
 ];
 

@@ -123,6 +123,8 @@ export interface ClusterConfig {
   write_batch_ms: number;
   /** A shard lagging more than this (ms) behind its source is logged. */
   lag_warn_ms: number;
+  /** A SUBACK waits at most this long for its routes to be committed; then new subscriptions are refused (0x80). */
+  route_commit_timeout_ms: number;
   /** A CONNECT waits at most this long for its session claim (etcd) before it goes on. */
   claim_timeout_ms: number;
 }

@@ -25,7 +25,7 @@ const EMPTY_RECORD = Buffer.alloc(0);
 
 
 
-/** How long a SUBACK / CONNACK waits for the trie writer before it goes anyway. */
+/** How long a SUBACK / CONNACK waits for the trie writer before it goes anyway (single node). */
 const APPLY_TIMEOUT_MS = 10_000;
 
 export interface FabricOptions {
@@ -190,11 +190,14 @@ export class Fabric implements Router {
     }
   }
 
-  sync(): Promise<void> | null {
+  sync(): Promise<boolean> | null {
     this.drainInbound();
     const target = this.routeSeq;
     if (this.appliedReached(target)) return null;
-    return this.waitApplied(target).then(() => this.drainInbound());
+    return this.waitApplied(target).then((reached) => {
+      this.drainInbound();
+      return reached;
+    });
   }
 
   /** The word to wait on: applied to the trie, or (cluster) committed in etcd, which comes after. */
@@ -213,12 +216,13 @@ export class Fabric implements Router {
    * One wait loop serves them all: a waitAsync per SUBSCRIBE would make every notify of
    * the trie writer wake each of them (hundreds, when clients subscribe in bursts).
    */
-  private readonly syncWaiters: { target: number; giveUp: number; resolve: () => void }[] = [];
+  private readonly syncWaiters: { target: number; giveUp: number; resolve: (reached: boolean) => void }[] = [];
   private syncLooping = false;
 
-  private waitApplied(target: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.syncWaiters.push({ target, giveUp: Date.now() + APPLY_TIMEOUT_MS, resolve });
+  private waitApplied(target: number): Promise<boolean> {
+    const timeout = this.clustered ? this.o.broker.cfg.cluster.route_commit_timeout_ms : APPLY_TIMEOUT_MS;
+    return new Promise<boolean>((resolve) => {
+      this.syncWaiters.push({ target, giveUp: Date.now() + timeout, resolve });
       if (!this.syncLooping) void this.syncLoop();
     });
   }
@@ -247,18 +251,24 @@ export class Fabric implements Router {
     const q = this.syncWaiters;
     const now = Date.now();
     let n = 0;
+    const late = new Set<number>();
     while (n < q.length) {
       const w = q[n]!;
       if (!this.appliedReached(w.target)) {
         if (now <= w.giveUp) break;
-        // The trie writer is stuck or gone: answer anyway (routing to this worker may lag)
-        // rather than hold the client for ever.
-        this.o.log.error('fabric.route_apply_timeout', { target: w.target, applied: Atomics.load(this.ctl, this.syncWord) >>> 0 });
+        // Single node: the trie writer is stuck or gone; answer anyway (routing to this
+        // worker may lag) rather than hold the client for ever. Cluster: not committed in
+        // time (etcd lost); the caller says so to the client (SUBACK failure).
+        this.o.log[this.clustered ? 'warn' : 'error'](this.clustered ? 'fabric.route_commit_timeout' : 'fabric.route_apply_timeout', {
+          target: w.target, reached: Atomics.load(this.ctl, this.syncWord) >>> 0,
+        });
+        late.add(n);
       }
       n++;
     }
     if (n === 0) return;
-    for (const w of q.splice(0, n)) w.resolve();
+    const done = q.splice(0, n);
+    for (let i = 0; i < done.length; i++) done[i]!.resolve(!late.has(i));
   }
 
   /** Delivers whatever other workers have forwarded so far, synchronously. */

@@ -14,6 +14,8 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
   const who = { clientId: c.clientId, username: c.username };
   const granted: number[] = [];
   const retained: { sub: Subscription; isNew: boolean }[] = [];
+  /** New subscriptions of this packet (index in `granted`), undone if the cluster did not commit their routes. */
+  const added: { at: number; key: string }[] = [];
 
   for (const req of p.subscriptions) {
     const key = req.topic;
@@ -41,6 +43,7 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
       retainHandling: v5 ? ((req.rh ?? 0) as 0 | 1 | 2) : 0, subscriptionId: subId,
     };
     const isNew = b.subscribe(s, sub);
+    if (isNew) added.push({ at: granted.length, key });
     granted.push(qos);
     if (share.group === null) retained.push({ sub, isNew });
   }
@@ -51,6 +54,7 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
     // 2 never [MQTT-3.3.1-9/10/11 v5]; shared subscriptions get none.
     if (!b.cfg.mqtt.retain_available) return;
     for (const { sub, isNew } of retained) {
+      if (!s.subscriptions.has(sub.key)) continue; // undone (see below)
       if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
       for (const m of b.retainedFor(sub.filter)) {
         const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
@@ -62,9 +66,22 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
   // Worker-threaded node: SUBACK goes once every worker routes by the new subscription, and
   // after this worker drained what other workers forwarded (so a retained message whose
   // PUBACK the client may have seen before it subscribed is in this worker's replica).
+  // Cluster: once its route is in the routes shard, a message published on any node after
+  // the SUBACK reaches the subscription. When that takes longer than
+  // cluster.route_commit_timeout_ms (etcd lost), the new subscriptions are undone and
+  // refused (0x80), so that the client does not count on a route that is not there.
   const routed = b.router?.sync() ?? null;
   if (routed === null) finish();
-  else c.hold(routed, finish);
+  else {
+    c.hold(routed.then((committed) => {
+      if (committed || !b.router?.clustered || added.length === 0 || c.session !== s) return;
+      for (const { at, key } of added) {
+        b.unsubscribe(s, key);
+        granted[at] = 0x80;
+      }
+      b.log.warn('mqtt.subscribe_not_committed', { client: c.clientId, filters: added.map((a) => a.key), detail: 'the route was not committed to the cluster in time: SUBACK 0x80' });
+    }), finish);
+  }
 }
 
 export function handleUnsubscribe(c: ClientConnection, p: IUnsubscribePacket): void {
