@@ -67,16 +67,33 @@ describe('membership: join, lease expiry, leave', () => {
     await passes(R1, R2, clients, 'after-failed-join-2');
   });
 
-  test('a replicant whose lease expired gets a new one and writes its routes again', T, async () => {
+  test('a replicant whose lease expired gets a new one, writes its routes again and claims its sessions again', T, async () => {
     const topic = `mb/${process.pid}/lease`;
     const sub = await clients.mqtt(R2.url, { protocolVersion: 5, clientId: uid('ls'), keepalive: 60 });
     const got = inbox(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
     await routed(A, topic, R2);
+    // Two more clients of R2: one keeps its id, the other's id connects to A meanwhile.
+    const keepId = uid('lk');
+    const lostId = uid('ll');
+    const reasons = new Map<string, number[]>();
+    const watch = async (id: string) => {
+      const c = await clients.mqtt(R2.url, { protocolVersion: 5, clientId: id, keepalive: 60 });
+      const r: number[] = [];
+      reasons.set(id, r);
+      c.on('disconnect', (p) => r.push(p.reasonCode ?? 0));
+      return c;
+    };
+    await watch(keepId);
+    const lost = await watch(lostId);
+    let lostClosed = false;
+    lost.on('close', () => (lostClosed = true));
     // Frozen: B drops its link after 5 s of silence, then nobody keeps R2's lease alive.
     R2.proc!.kill('SIGSTOP');
     try {
       await eventually(async () => !(await routesOf(A, topic)).includes(R2.name), 'R2\'s routes gone with its lease', 20_000);
+      // The ownership keys went with the lease: A can claim lostId without asking R2.
+      await clients.mqtt(A.url, { protocolVersion: 5, clientId: lostId });
     } finally {
       R2.proc!.kill('SIGCONT');
     }
@@ -85,6 +102,14 @@ describe('membership: join, lease expiry, leave', () => {
     const pub = await clients.mqtt(A.url, { protocolVersion: 5, clientId: uid('lp') });
     await pub.publishAsync(topic, 'after the new lease', { qos: 1 });
     await eventually(() => got.length === 1, 'the message to the subscriber it had all along');
+    // R2 claimed its sessions again: the one A owns now ends on R2 (0x8E) ...
+    await eventually(() => lostClosed, 'R2 ending its copy of the session A took meanwhile', 15_000);
+    assert.deepEqual(reasons.get(lostId), [0x8e]);
+    assert.equal(R2.lines('cluster.session_lost_with_lease').length, 1, R2.tail());
+    // ... and the one it kept is known as R2's again: a connect on A takes it over from R2.
+    await clients.mqtt(A.url, { protocolVersion: 5, clientId: keepId });
+    await eventually(() => (reasons.get(keepId) ?? []).length > 0, 'the takeover reaching R2\'s client', 10_000);
+    assert.deepEqual(reasons.get(keepId), [0x8e]);
   });
 
   test('a core that leaves hands its replicants over and ends as "left"', T, async () => {

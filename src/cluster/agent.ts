@@ -59,6 +59,8 @@ export interface AgentOptions {
   /** A replicant's cores kept in <data-dir>/cluster.json (its membership across restarts). */
   knownCores?: string[];
   persist?: (state: { cores: string[]; left?: boolean }) => void;
+  /** The node's lease was lost and replaced: entries on the old one (session ownership) are gone. */
+  onLeaseRenewed?: () => void;
 }
 
 /** How long a node is gone (neither live nor a member) before its node slot may serve another. */
@@ -136,7 +138,10 @@ export class ClusterAgent {
       this.store = new EtcdStore({
         endpoints: this.o.etcdEndpoints, cluster: cfg.cluster.name, self: this.self, leaseTtl: cfg.cluster.lease_ttl_s,
         batchMs: cfg.cluster.write_batch_ms, shards: this.shards, log,
-        onReregistered: () => this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops)),
+        onReregistered: () => {
+          void this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops));
+          this.o.onLeaseRenewed?.();
+        },
         onTick: (shard) => this.rlog?.ticked(shard),
       });
       await this.store.start();
@@ -152,7 +157,9 @@ export class ClusterAgent {
         // Its old lease expired (no core kept it alive): the route log entries on it are
         // gone from etcd, so every route goes out again, numbered after the last entry.
         onLeaseRenewed: () => {
-          if (!this.left) this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), this.nodeRoutes.lastSeq + 1);
+          if (this.left) return;
+          void this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), this.nodeRoutes.lastSeq + 1);
+          this.o.onLeaseRenewed?.();
         },
       });
       await this.client.start();
@@ -240,10 +247,11 @@ export class ClusterAgent {
   // ---- sessions --------------------------------------------------------------------------
 
   /** Makes this node the owner of `clientId` (an etcd transaction through a core). */
-  claim(clientId: string, persistent: boolean): Promise<ClaimResult> {
+  /** `keep`: only if no other node owns it now (a re-claim after the lease was lost). */
+  claim(clientId: string, persistent: boolean, keep = false): Promise<ClaimResult> {
     const owner: SessionOwner = { node: this.self.name, inc: this.self.incarnation, persistent };
-    if (this.store) return this.store.sessions.claim(clientId, owner, persistent ? undefined : this.store.leaseId);
-    return this.client!.claim(clientId, owner);
+    if (this.store) return this.store.sessions.claim(clientId, owner, persistent ? undefined : this.store.leaseId, keep);
+    return this.client!.claim(clientId, owner, keep);
   }
 
   release(clientId: string, epoch: number): Promise<boolean> {

@@ -35,7 +35,7 @@ export type ToReplicator =
   | { type: 'stopping' }
   /** The port that worker `worker` listens to (a new one after a restart). */
   | { type: 'workerPort'; worker: number; port: MessagePort }
-  | { type: 'claim'; reqId: number; clientId: string; persistent: boolean }
+  | { type: 'claim'; reqId: number; clientId: string; persistent: boolean; keep?: boolean }
   | { type: 'release'; clientId: string; epoch: number }
   | { type: 'clusterStatus'; reqId: number }
   | { type: 'clusterView'; reqId: number }
@@ -51,7 +51,9 @@ export type FromReplicator =
   | { type: 'error'; error: string; code?: string }
   | { type: 'log'; line: string }
   /** Everything is closed: the thread may be terminated (the supervisor does so). */
-  | { type: 'stopped' };
+  | { type: 'stopped' }
+  /** The node's lease was replaced: the supervisor claims its sessions again. */
+  | { type: 'leaseRenewed' };
 
 /** What a worker sends the replication thread on its port. */
 export type WorkerToAgent = { type: 'retain'; msg: Message; seq: number };
@@ -329,6 +331,7 @@ async function startAgent(): Promise<void> {
     cfg: cluster.cfg, etcdEndpoints: cluster.etcdEndpoints, workers: plan.workers, log, knownCores, persist,
     transport: createClusterTransport(cluster.cfg, log),
     trie: { setRemote, setOnline },
+    onLeaseRenewed: () => port.postMessage({ type: 'leaseRenewed' } satisfies FromReplicator),
     committed: (w, seq) => {
       Atomics.store(ctl, C_COMMITTED + w, seq | 0);
       Atomics.notify(ctl, C_COMMITTED + w);
@@ -369,7 +372,7 @@ function reply(reqId: number, p: Promise<unknown> | unknown): void {
 
 port.on('message', (m: ToReplicator) => {
   if (m.type === 'workerPort') attachWorkerPort(m.worker, m.port);
-  else if (m.type === 'claim') reply(m.reqId, agent ? agent.claim(m.clientId, m.persistent) : null);
+  else if (m.type === 'claim') reply(m.reqId, agent ? agent.claim(m.clientId, m.persistent, m.keep === true) : null);
   else if (m.type === 'release') void agent?.release(m.clientId, m.epoch).catch(() => undefined);
   else if (m.type === 'clusterStatus') reply(m.reqId, agent?.nodeStatus() ?? null);
   else if (m.type === 'clusterView') reply(m.reqId, agent ? agent.clusterView() : null);

@@ -112,6 +112,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
 
   // ---- the trie writer ------------------------------------------------------------
   const repData: ReplicatorData = { plan, cluster: clustered ? { cfg, etcdEndpoints: opts.etcdEndpoints ?? [] } : null };
+  /** Set below: claims this node's sessions again once its lease was replaced. */
+  let reclaimAll = (): void => undefined;
   const rep = new Worker(REPLICATOR_URL, { workerData: repData, name: 'fleetmq-replicator' });
   const repPending = new Map<number, (v: unknown) => void>();
   let repReady = false;
@@ -128,6 +130,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       } else if (m.type === 'log') log.raw(m.line);
       // Done stopping: an etcd client's sockets and timers may keep the thread alive.
       else if (m.type === 'stopped') void rep.terminate();
+      else if (m.type === 'leaseRenewed') reclaimAll();
       else if (!repReady) reject(Object.assign(new Error(m.error), { code: m.code }));
       else log.error('replicator.error', { error: m.error });
     });
@@ -167,6 +170,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
 
   /** Cluster: the epoch (etcd revision) of each client id this node owns. */
   const epochs = new Map<string, number>();
+  /** Of those, the persistent sessions (their ownership is not on the node's lease). */
+  const persistentIds = new Set<string>();
   /** Runs `f` after every earlier claim or release of `clientId`. */
   const chained = (clientId: string, f: () => Promise<void>): void => {
     const prev = claimChain.get(clientId) ?? Promise.resolve();
@@ -197,6 +202,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
             return null;
           }
           epochs.set(clientId, x.epoch);
+          if (persistent) persistentIds.add(clientId);
+          else persistentIds.delete(clientId);
           log.debug('cluster.claimed', { client: clientId, epoch: x.epoch, previous: x.prev?.node ?? null });
           return x.prev && x.prev.node !== cfg.node.name ? x.prev.node : null;
         };
@@ -235,6 +242,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       // Ownership moved in etcd already: nothing to release there.
       registry.delete(clientId);
       epochs.delete(clientId);
+      persistentIds.delete(clientId);
       post(s, { type: 'reply', reqId, value: transfer });
     });
   };
@@ -245,9 +253,40 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       registry.delete(clientId);
       const epoch = epochs.get(clientId);
       epochs.delete(clientId);
+      persistentIds.delete(clientId);
       // Only if nobody claimed it since (the release compares the epoch).
       if (clustered && epoch !== undefined) rep.postMessage({ type: 'release', clientId, epoch } satisfies ToReplicator);
     });
+  };
+
+  // The node's lease expired and was replaced (a replicant cut off from its cores, a core
+  // from etcd): the ownership keys of its non-persistent sessions went with the old lease.
+  // Each is claimed again, unless another node took the client id meanwhile; then the copy
+  // here ends (its connection closed with 0x8E), as when a node takes a session over.
+  reclaimAll = () => {
+    const ids = [...epochs.keys()].filter((id) => !persistentIds.has(id));
+    log.info('cluster.sessions_reclaiming', { sessions: ids.length });
+    for (const clientId of ids) {
+      chained(clientId, async () => {
+        if (!epochs.has(clientId)) return;
+        type Claimed = { epoch: number; prev: { node: string } | null; error?: string } | null;
+        const x = (await askRep({ type: 'claim', reqId: nextReq++, clientId, persistent: false, keep: true })) as Claimed;
+        if (!x || x.error !== undefined) {
+          log.error('cluster.reclaim_failed', { client: clientId, error: x?.error ?? 'no answer' });
+          return;
+        }
+        if (x.epoch > 0) {
+          epochs.set(clientId, x.epoch);
+          return;
+        }
+        log.warn('cluster.session_lost_with_lease', { client: clientId, owner: x.prev?.node ?? null, detail: 'another node owns the client id now: the copy here ends' });
+        const w = registry.get(clientId);
+        const o = w === undefined ? undefined : slots[w];
+        if (o && o.state === 'running') await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart: true });
+        registry.delete(clientId);
+        epochs.delete(clientId);
+      });
+    }
   };
 
   const onMessage = (s: Slot, m: FromWorker): void => {

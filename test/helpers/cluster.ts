@@ -73,14 +73,26 @@ export class ClusterNode {
 
   /** Picks ports (once) and spawns the node; resolves with it running (GET /status 200), or rejects with its log. */
   async start(timeoutMs = 30_000): Promise<this> {
-    if (this.mqttPort === 0) {
-      const got = new Set<number>();
-      while (got.size < (this.spec.managed ? 7 : 5)) got.add(await freePort());
-      [this.mqttPort, this.wsPort, this.httpPort, this.clusterPort, this.forwardPort, this.etcdClientPort = 0, this.etcdPeerPort = 0] = [...got] as number[] as [number, number, number, number, number, number?, number?];
+    const fresh = this.mqttPort === 0;
+    for (let attempt = 1; ; attempt++) {
+      if (this.mqttPort === 0) {
+        const got = new Set<number>();
+        while (got.size < (this.spec.managed ? 7 : 5)) got.add(await freePort());
+        [this.mqttPort, this.wsPort, this.httpPort, this.clusterPort, this.forwardPort, this.etcdClientPort = 0, this.etcdPeerPort = 0] = [...got] as number[] as [number, number, number, number, number, number?, number?];
+      }
+      const logged = this.logs.length;
+      this.spawn();
+      try {
+        await this.waitRunning(timeoutMs);
+        return this;
+      } catch (e) {
+        // A port picked here was taken between the pick and the bind (by another test's
+        // process, or an outgoing connection's ephemeral port): pick again, twice at most.
+        const inUse = this.logs.slice(logged).some((l) => l.includes('"node.start_failed"') && l.includes('EADDRINUSE'));
+        if (!fresh || !inUse || attempt >= 3) throw e;
+        this.mqttPort = 0;
+      }
     }
-    this.spawn();
-    await this.waitRunning(timeoutMs);
-    return this;
   }
 
   /** Spawns without waiting (for nodes expected to fail at start). */

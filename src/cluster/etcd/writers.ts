@@ -309,7 +309,7 @@ class TooLarge extends Error {}
 // -------------------------------------------------------------------------------- sessions
 
 export interface ClaimResult {
-  /** The revision of the claim: the session's epoch. */
+  /** The revision of the claim: the session's epoch (0: not claimed, `prev` owns it). */
   epoch: number;
   /** Who owned it before (null: nobody). */
   prev: SessionOwner | null;
@@ -319,6 +319,8 @@ interface ClaimReq {
   id: string;
   owner: SessionOwner;
   lease: string | undefined;
+  /** Only if nobody else owns it (absent, or already this node's): a re-claim after a lost lease. */
+  keep: boolean;
   resolve: (r: ClaimResult) => void;
 }
 
@@ -371,9 +373,9 @@ export class SessionRegistry {
     return this.shardView(id) ?? [0, null];
   }
 
-  claim(id: string, owner: SessionOwner, lease: string | undefined): Promise<ClaimResult> {
+  claim(id: string, owner: SessionOwner, lease: string | undefined, keep = false): Promise<ClaimResult> {
     return new Promise((resolve) => {
-      this.queue.push({ id, owner, lease, resolve });
+      this.queue.push({ id, owner, lease, keep, resolve });
       this.pump();
     });
   }
@@ -416,6 +418,15 @@ export class SessionRegistry {
   private async run(batch: (ClaimReq | ReleaseReq)[]): Promise<void> {
     let todo = batch;
     while (todo.length > 0 && !this.stopped) {
+      // A keeping claim of a key another node owns now is answered without a write.
+      todo = todo.filter((r) => {
+        if (!('owner' in r) || !r.keep) return true;
+        const cur = this.view(r.id)[1];
+        if (cur === null || cur.node === r.owner.node) return true;
+        r.resolve({ epoch: 0, prev: cur });
+        return false;
+      });
+      if (todo.length === 0) return;
       // What each key holds as far as we know, taken before the transaction: our own write
       // may reach the shard (through the watch) before the transaction's answer does.
       const views = todo.map((r) => this.view(r.id));

@@ -258,8 +258,8 @@ export class RlogClient {
     await this.write(R_ROUTES, Buffer.concat([head, incB, encodeOps(ops)]));
   }
 
-  async claim(id: string, owner: SessionOwner): Promise<ClaimResult> {
-    return parseJson<ClaimResult>(await this.write(R_CLAIM, json({ id, owner })));
+  async claim(id: string, owner: SessionOwner, keep = false): Promise<ClaimResult> {
+    return parseJson<ClaimResult>(await this.write(R_CLAIM, json(keep ? { id, owner, keep } : { id, owner })));
   }
 
   async release(id: string, epoch: number): Promise<boolean> {

@@ -244,8 +244,8 @@ export class RlogService {
 
   private async claim(link: Link, body: Buffer): Promise<Buffer> {
     const s = this.subscriber(link);
-    const req = parseJson<{ id: string; owner: SessionOwner }>(body);
-    const r = await this.o.store.sessions.claim(req.id, req.owner, req.owner.persistent ? undefined : s.lease);
+    const req = parseJson<{ id: string; owner: SessionOwner; keep?: boolean }>(body);
+    const r = await this.o.store.sessions.claim(req.id, req.owner, req.owner.persistent ? undefined : s.lease, req.keep === true);
     return json(r);
   }
 
