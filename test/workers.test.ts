@@ -496,3 +496,23 @@ describe('[workers] GET /api/v1/stats adds the workers up', () => {
     assert.equal(s.sessionsLostOnRestart, 0);
   });
 });
+
+describe('[workers] the replication thread exits: the node cannot go on and says so', () => {
+  test('[workers] injectReplicatorFault(): onFatal fires naming the replication thread (the CLI then stops the node, exit 1)', { timeout: 20_000 }, async () => {
+    const env = new BrokerEnv();
+    await env.start({ node: { workers: 2 } });
+    try {
+      const pool = env.b.node.pool;
+      assert.ok(pool, 'a worker-threaded node');
+      const fatal = new Promise<string>((resolve) => env.b.node.onFatal(resolve));
+      pool.injectReplicatorFault();
+      let timer: NodeJS.Timeout | undefined;
+      const reason = await Promise.race([fatal, new Promise<string>((_, reject) => (timer = setTimeout(() => reject(new Error('no onFatal in 5 s')), 5000)))]);
+      clearTimeout(timer);
+      assert.match(reason, /the replication thread exited \(code 3\)/);
+      assert.ok(env.b.logs.some((l) => l.includes('"replicator.exited"')), 'logged');
+    } finally {
+      await env.close();
+    }
+  });
+});

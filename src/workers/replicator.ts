@@ -44,7 +44,9 @@ export type ToReplicator =
   | { type: 'leave'; reqId: number }
   | { type: 'forceLeave'; reqId: number; node: string }
   /** Which workers and which other nodes a topic goes to now (GET /api/v1/routes). */
-  | { type: 'routesOf'; reqId: number; topic: string };
+  | { type: 'routesOf'; reqId: number; topic: string }
+  /** Tests (FLEETMQ_FAULT_INJECTION=1, checked by the supervisor): the thread exits. */
+  | { type: 'fault' };
 export type FromReplicator =
   | { type: 'ready'; trie: { heap: SharedArrayBuffer } }
   | { type: 'reply'; reqId: number; value: unknown }
@@ -372,6 +374,7 @@ function reply(reqId: number, p: Promise<unknown> | unknown): void {
 
 port.on('message', (m: ToReplicator) => {
   if (m.type === 'workerPort') attachWorkerPort(m.worker, m.port);
+  else if (m.type === 'fault') process.exit(3);
   else if (m.type === 'claim') reply(m.reqId, agent ? agent.claim(m.clientId, m.persistent, m.keep === true) : null);
   else if (m.type === 'release') void agent?.release(m.clientId, m.epoch).catch(() => undefined);
   else if (m.type === 'clusterStatus') reply(m.reqId, agent?.nodeStatus() ?? null);

@@ -54,6 +54,8 @@ export interface WorkerPool {
   stats(): Promise<Record<string, unknown>>;
   /** Tests: make worker `id` throw, exit, or block for `ms` (needs FLEETMQ_FAULT_INJECTION=1). */
   injectFault(id: number, how: 'throw' | 'exit' | 'stall', ms?: number): void;
+  /** Tests: make the replication thread exit (needs FLEETMQ_FAULT_INJECTION=1). */
+  injectReplicatorFault(): void;
   /** Resolves when worker `id` has been restarted `n` times in all and runs again. */
   whenRunning(id: number, restarts: number): Promise<void>;
   stop(timeoutMs: number): Promise<void>;
@@ -139,10 +141,17 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     throw e;
   });
   rep.on('error', (e) => log.error('replicator.crashed', { error: e }));
-  // Not restarted (its trie would have to be rebuilt from every worker's routes): workers
-  // keep routing by the trie as it was, and SUBACKs stop waiting for it after 10 s.
+  // Not restarted in place (its trie would have to be rebuilt from every worker's routes,
+  // and in a cluster its lease, log position and etcd watches with it): without it no
+  // route change is applied and, in a cluster, the node's lease lapses while it still
+  // serves its clients. So the node stops (exit 1) for its supervisor to start it again,
+  // and its clients reconnect (elsewhere, in a cluster).
+  let repExited = false;
   rep.on('exit', (code) => {
-    if (!stopping) log.error('replicator.exited', { code, detail: 'route changes are no longer applied; restart the node' });
+    repExited = true;
+    if (stopping) return;
+    log.error('replicator.exited', { code, detail: 'route changes can no longer be applied: the node stops' });
+    opts.onFatal(`the replication thread exited (code ${code})`);
   });
   const askRep = (m: ToReplicator & { reqId: number }): Promise<unknown> => new Promise((resolve) => {
     repPending.set(m.reqId, resolve);
@@ -406,6 +415,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       await exited;
       clearTimeout(t);
     }));
+    if (repExited) return;
     const repExit = new Promise<void>((r) => rep.once('exit', () => r()));
     rep.postMessage({ type: 'stop' } satisfies ToReplicator);
     const t = setTimeout(() => void rep.terminate(), 2000);
@@ -474,6 +484,9 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         workers,
         trie: trieStats,
       };
+    },
+    injectReplicatorFault() {
+      if (faultInjection) rep.postMessage({ type: 'fault' } satisfies ToReplicator);
     },
     injectFault(id, how, ms) {
       const s = slots[id];
