@@ -138,10 +138,7 @@ export class ClusterAgent {
       this.store = new EtcdStore({
         endpoints: this.o.etcdEndpoints, cluster: cfg.cluster.name, self: this.self, leaseTtl: cfg.cluster.lease_ttl_s,
         batchMs: cfg.cluster.write_batch_ms, shards: this.shards, log,
-        onReregistered: () => {
-          void this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops));
-          this.o.onLeaseRenewed?.();
-        },
+        onReregistered: () => this.leaseReplaced(),
         onTick: (shard) => this.rlog?.ticked(shard),
       });
       await this.store.start();
@@ -157,9 +154,7 @@ export class ClusterAgent {
         // Its old lease expired (no core kept it alive): the route log entries on it are
         // gone from etcd, so every route goes out again, numbered after the last entry.
         onLeaseRenewed: () => {
-          if (this.left) return;
-          void this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), this.nodeRoutes.lastSeq + 1);
-          this.o.onLeaseRenewed?.();
+          if (!this.left) this.leaseReplaced(this.nodeRoutes.lastSeq + 1);
         },
       });
       await this.client.start();
@@ -242,6 +237,16 @@ export class ClusterAgent {
   /** Every retained message of the shard (for a worker that just started). */
   retainedAll(): Message[] {
     return [...this.shards.retained.data].map(([t, v]) => decodeRetained(t, v).msg);
+  }
+
+  /**
+   * The node's lease expired and another replaced it: what hung on the old one is gone from
+   * etcd. Every route goes out again (a replicant numbers them after its last log entry,
+   * `from`), and the supervisor claims the node's sessions again.
+   */
+  private leaseReplaced(from?: number): void {
+    this.nodeRoutes.rewriteAll((seq, ops) => this.writeRoutes(seq, ops), from);
+    this.o.onLeaseRenewed?.();
   }
 
   // ---- sessions --------------------------------------------------------------------------

@@ -1,22 +1,10 @@
 // Per-peer statistics of the forwarding channel: each worker's senders (Forwarder.stats), summed
 // per peer by the main thread for GET /api/v1/cluster (`forwarding`).
 
-/** One worker's forward sender to one peer (GET /api/v1/cluster `forwarding`). */
-export interface PeerForwardStats {
-  peer: string;
-  state: string;
-  /** Messages sent (QoS 0 and reliable), acknowledged (reliable), sent again after a reconnect. */
-  sent: number;
-  acked: number;
-  resent: number;
-  droppedQos0: number;
-  /** Reliable messages sent and not yet acknowledged. */
-  unacked: number;
-  /** Bytes unacknowledged plus not yet written. */
-  queuedBytes: number;
-  reconnects: number;
-  lastError: string | null;
-}
+import type { SenderStats } from './wire/forward.js';
+
+/** One worker's forward sender to one peer. */
+export type PeerForwardStats = SenderStats & { peer: string };
 
 export interface PeerForwardSummary {
   peer: string;
@@ -49,7 +37,7 @@ export function summarizeForwarding(perWorker: readonly (readonly PeerForwardSta
       t.acked += s.acked;
       t.resent += s.resent;
       t.dropped_qos0 += s.droppedQos0;
-      t.unacked += s.unacked;
+      t.unacked += s.unackedFrames;
       t.queued_bytes += s.queuedBytes;
       t.reconnects += s.reconnects;
       t.last_error ??= s.lastError;

@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { decodeRecord, RecordEncoder } from '../workers/message-record.js';
 import { DedupeTable } from './wire/dedupe.js';
 import { createForwardServer, ForwardSender, FORWARD_HEAD_BYTES } from './wire/forward.js';
-import { GATHER_COPY_BYTES } from './wire/link.js';
+import { sentByReference } from './wire/link.js';
 import type { Peer } from './membership.js';
 import { clusterTls } from './transport.js';
 import { decodeTransfer, encodeTransfer } from './transfer-codec.js';
@@ -110,11 +110,9 @@ export class Forwarder {
       return null;
     }
     const [head, payload] = this.encoder.encode(m, nonShared, groups, 0);
-    // The head is the encoder's scratch buffer, reused by the next encode(). The link copies
-    // a frame of up to GATHER_COPY_BYTES at once; a bigger one it keeps by reference until
-    // written: then copy the head (the payload never changes).
-    const big = head.length + payload.length + FORWARD_HEAD_BYTES + 5 > GATHER_COPY_BYTES;
-    const parts = [big ? Buffer.from(head) : head, payload];
+    // The head is the encoder's scratch buffer, reused by the next encode(): copied when the
+    // link keeps this frame by reference until written (the payload never changes).
+    const parts = [sentByReference(FORWARD_HEAD_BYTES + head.length + payload.length) ? Buffer.from(head) : head, payload];
     let wait: Promise<void> | null = null;
     let ok: boolean;
     if (m.qos === 0) ok = s.sender.send(parts, 0);
@@ -166,13 +164,7 @@ export class Forwarder {
 
   /** This worker's sender to each peer. */
   stats(): PeerForwardStats[] {
-    return [...this.senders.values()].map(({ peer, sender }) => {
-      const st = sender.stats();
-      return {
-        peer: peer.name, state: st.state, sent: st.sent, acked: st.acked, resent: st.resent, droppedQos0: st.droppedQos0,
-        unacked: st.unackedFrames, queuedBytes: st.queuedBytes, reconnects: st.reconnects, lastError: st.lastError,
-      };
-    });
+    return [...this.senders.values()].map(({ peer, sender }) => ({ peer: peer.name, ...sender.stats() }));
   }
 
   async close(): Promise<void> {

@@ -251,24 +251,21 @@ export class Fabric implements Router {
     const q = this.syncWaiters;
     const now = Date.now();
     let n = 0;
-    const late = new Set<number>();
     while (n < q.length) {
       const w = q[n]!;
       if (!this.appliedReached(w.target)) {
         if (now <= w.giveUp) break;
-        // Single node: the trie writer is stuck or gone; answer anyway (routing to this
-        // worker may lag) rather than hold the client for ever. Cluster: not committed in
-        // time (etcd lost); the caller says so to the client (SUBACK failure).
-        this.o.log[this.clustered ? 'warn' : 'error'](this.clustered ? 'fabric.route_commit_timeout' : 'fabric.route_apply_timeout', {
-          target: w.target, reached: Atomics.load(this.ctl, this.syncWord) >>> 0,
-        });
-        late.add(n);
+        // Single node: the trie writer is stuck; answer anyway (routing to this worker may
+        // lag) rather than hold the client for ever. Cluster: not committed in time (etcd
+        // lost); the caller tells the client (SUBACK failure).
+        const fields = { target: w.target, reached: Atomics.load(this.ctl, this.syncWord) >>> 0 };
+        if (this.clustered) this.o.log.warn('fabric.route_commit_timeout', fields);
+        else this.o.log.error('fabric.route_apply_timeout', fields);
       }
       n++;
     }
     if (n === 0) return;
-    const done = q.splice(0, n);
-    for (let i = 0; i < done.length; i++) done[i]!.resolve(!late.has(i));
+    for (const w of q.splice(0, n)) w.resolve(this.appliedReached(w.target));
   }
 
   /** Delivers whatever other workers have forwarded so far, synchronously. */

@@ -177,10 +177,13 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     });
   };
 
-  /** Cluster: the epoch (etcd revision) of each client id this node owns. */
-  const epochs = new Map<string, number>();
-  /** Of those, the persistent sessions (their ownership is not on the node's lease). */
-  const persistentIds = new Set<string>();
+  /**
+   * Cluster: each client id this node owns, with its epoch (etcd revision) and whether the
+   * session is persistent (then its ownership is not on the node's lease).
+   */
+  const owned = new Map<string, { epoch: number; persistent: boolean }>();
+  /** The replication thread's answer to a claim. */
+  type Claimed = { epoch: number; prev: { node: string } | null; error?: string } | null;
   /** Runs `f` after every earlier claim or release of `clientId`. */
   const chained = (clientId: string, f: () => Promise<void>): void => {
     const prev = claimChain.get(clientId) ?? Promise.resolve();
@@ -199,7 +202,6 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         // While etcd does not answer, the client is not held for ever: after
         // cluster.claim_timeout_ms it connects on what this node knows, and the claim goes
         // on; if it then finds another node owned the id, that node drops its copy.
-        type Claimed = { epoch: number; prev: { node: string } | null; error?: string } | null;
         const asked = askRep({ type: 'claim', reqId: nextReq++, clientId, persistent }) as Promise<Claimed>;
         let timer: NodeJS.Timeout | undefined;
         const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), cfg.cluster.claim_timeout_ms)));
@@ -210,9 +212,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
             log.error('cluster.claim_failed', { client: clientId, error: x?.error ?? 'no answer' });
             return null;
           }
-          epochs.set(clientId, x.epoch);
-          if (persistent) persistentIds.add(clientId);
-          else persistentIds.delete(clientId);
+          owned.set(clientId, { epoch: x.epoch, persistent });
           log.debug('cluster.claimed', { client: clientId, epoch: x.epoch, previous: x.prev?.node ?? null });
           return x.prev && x.prev.node !== cfg.node.name ? x.prev.node : null;
         };
@@ -240,18 +240,26 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     });
   };
 
+  /**
+   * Another node owns `clientId` now (ownership moved in etcd already: nothing to release
+   * there): the worker holding it hands it over, or ends it (Clean Start), and it is no
+   * longer this node's. Runs inside chained().
+   */
+  const releaseToPeer = async (clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> => {
+    const owner = registry.get(clientId);
+    const o = owner === undefined ? undefined : slots[owner];
+    let transfer: SessionTransfer | null = null;
+    if (o && o.state === 'running') transfer = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
+    log.debug('cluster.released_to_peer', { client: clientId, worker: owner ?? null, session: transfer !== null });
+    registry.delete(clientId);
+    owned.delete(clientId);
+    return transfer;
+  };
+
   /** Another node took `clientId` over: the worker holding it hands it over (or ends it). */
   const remoteRelease = (s: Slot, reqId: number, clientId: string, cleanStart: boolean): void => {
     chained(clientId, async () => {
-      const owner = registry.get(clientId);
-      const o = owner === undefined ? undefined : slots[owner];
-      let transfer: SessionTransfer | null = null;
-      if (o && o.state === 'running') transfer = (await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart })) as SessionTransfer | null;
-      log.debug('cluster.released_to_peer', { client: clientId, worker: owner ?? null, session: transfer !== null });
-      // Ownership moved in etcd already: nothing to release there.
-      registry.delete(clientId);
-      epochs.delete(clientId);
-      persistentIds.delete(clientId);
+      const transfer = await releaseToPeer(clientId, cleanStart);
       post(s, { type: 'reply', reqId, value: transfer });
     });
   };
@@ -260,9 +268,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     chained(clientId, async () => {
       if (registry.get(clientId) !== s.id) return;
       registry.delete(clientId);
-      const epoch = epochs.get(clientId);
-      epochs.delete(clientId);
-      persistentIds.delete(clientId);
+      const epoch = owned.get(clientId)?.epoch;
+      owned.delete(clientId);
       // Only if nobody claimed it since (the release compares the epoch).
       if (clustered && epoch !== undefined) rep.postMessage({ type: 'release', clientId, epoch } satisfies ToReplicator);
     });
@@ -273,27 +280,22 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   // Each is claimed again, unless another node took the client id meanwhile; then the copy
   // here ends (its connection closed with 0x8E), as when a node takes a session over.
   reclaimAll = () => {
-    const ids = [...epochs.keys()].filter((id) => !persistentIds.has(id));
+    const ids = [...owned].filter(([, o]) => !o.persistent).map(([id]) => id);
     log.info('cluster.sessions_reclaiming', { sessions: ids.length });
     for (const clientId of ids) {
       chained(clientId, async () => {
-        if (!epochs.has(clientId)) return;
-        type Claimed = { epoch: number; prev: { node: string } | null; error?: string } | null;
+        if (!owned.has(clientId)) return;
         const x = (await askRep({ type: 'claim', reqId: nextReq++, clientId, persistent: false, keep: true })) as Claimed;
         if (!x || x.error !== undefined) {
           log.error('cluster.reclaim_failed', { client: clientId, error: x?.error ?? 'no answer' });
           return;
         }
         if (x.epoch > 0) {
-          epochs.set(clientId, x.epoch);
+          owned.set(clientId, { epoch: x.epoch, persistent: false });
           return;
         }
         log.warn('cluster.session_lost_with_lease', { client: clientId, owner: x.prev?.node ?? null, detail: 'another node owns the client id now: the copy here ends' });
-        const w = registry.get(clientId);
-        const o = w === undefined ? undefined : slots[w];
-        if (o && o.state === 'running') await ask(o, { type: 'release', reqId: nextReq++, clientId, cleanStart: true });
-        registry.delete(clientId);
-        epochs.delete(clientId);
+        await releaseToPeer(clientId, true);
       });
     }
   };

@@ -42,11 +42,14 @@ export interface SenderOptions extends LinkIdentity {
 
 export interface SenderStats {
   state: 'connecting' | 'up' | 'down' | 'closed';
+  /** Messages sent (QoS 0 and reliable), acknowledged (reliable), sent again after a reconnect. */
   sent: number;
   acked: number;
   resent: number;
   droppedQos0: number;
+  /** Reliable messages sent and not yet acknowledged. */
   unackedFrames: number;
+  /** Bytes unacknowledged plus not yet written. */
   queuedBytes: number;
   reconnects: number;
   lastError: string | null;
@@ -167,7 +170,7 @@ export class ForwardSender {
         this.st.droppedQos0++;
         return false;
       }
-      link.send(F_MSG, parts.length === 2 ? [QOS0_HEAD, parts[0]!, parts[1]!] : [QOS0_HEAD, ...parts]);
+      link.send(F_MSG, [QOS0_HEAD, ...parts]);
       this.st.sent++;
       return true;
     }

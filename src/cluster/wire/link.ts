@@ -84,6 +84,13 @@ type Socket = net.Socket | tls.TLSSocket;
 export const GATHER_COPY_BYTES = 64 * 1024;
 /** Size of a gather chunk (a bigger frame that is still copied gets a chunk of its own size). */
 const CHUNK_BYTES = 16 * 1024;
+/** Bytes of a frame's head (u32 length, u8 type). */
+const FRAME_HEAD_BYTES = 5;
+
+/** Whether Link.send() keeps a frame with a body of `bodyLen` bytes by reference (its parts must not change until written). */
+export function sentByReference(bodyLen: number): boolean {
+  return FRAME_HEAD_BYTES + bodyLen > GATHER_COPY_BYTES;
+}
 
 /**
  * One authenticated connection. Frames sent in one event-loop turn (or flushDelayMs) go out
@@ -176,8 +183,8 @@ export class Link {
     let len = 0;
     if (Buffer.isBuffer(parts)) len = parts.length;
     else for (const p of parts) len += p.length;
-    const need = 5 + len;
-    if (need <= GATHER_COPY_BYTES) {
+    const need = FRAME_HEAD_BYTES + len;
+    if (!sentByReference(len)) {
       let c = this.chunk;
       if (c === null || this.chunkLen + need > c.length) {
         this.closeChunk();
@@ -187,7 +194,7 @@ export class Link {
       let at = this.chunkLen;
       c.writeUInt32BE(len + 1, at); // frameHead, written in place
       c[at + 4] = type;
-      at += 5;
+      at += FRAME_HEAD_BYTES;
       if (Buffer.isBuffer(parts)) at += parts.copy(c, at);
       else for (const p of parts) at += p.copy(c, at);
       this.chunkLen = at;
