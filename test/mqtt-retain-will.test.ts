@@ -81,7 +81,7 @@ describe('retained messages', () => {
 
       await p.publishAsync(topic, 'one', { qos: 1, retain: true });
       assert.deepEqual((await retainedOn(b, v, topic)).map((m) => m.payload.toString()), ['one']);
-      await p.publishAsync(topic, 'two', { qos: 0, retain: true });
+      await p.publishAsync(topic, 'two', { qos: 1, retain: true });
       assert.deepEqual((await retainedOn(b, v, topic)).map((m) => m.payload.toString()), ['two'], 'replaced');
       await p.publishAsync(topic, 'not retained', { qos: 1, retain: false });
       assert.deepEqual((await retainedOn(b, v, topic)).map((m) => m.payload.toString()), ['two'], 'RETAIN=0 neither stores nor removes');
@@ -139,8 +139,8 @@ describe('retained messages', () => {
     test(`[${tag} MQTT-4.7.2-1] a retained '$' topic is not sent for '#' / '+/…' filters`, T, async () => {
       const leaf = uid('retdollar');
       const p = await client(b, v);
-      await p.publishAsync(`$X/${leaf}`, 'dollar', { qos: 0, retain: true });
-      await p.publishAsync(`x/${leaf}`, 'plain', { qos: 0, retain: true });
+      await p.publishAsync(`$X/${leaf}`, 'dollar', { qos: 1, retain: true });
+      await p.publishAsync(`x/${leaf}`, 'plain', { qos: 1, retain: true });
       assert.deepEqual((await retainedOn(b, v, `+/${leaf}`)).map((m) => m.topic), [`x/${leaf}`]);
       assert.deepEqual((await retainedOn(b, v, `$X/+`)).map((m) => m.topic).filter((t) => t.endsWith(leaf)), [`$X/${leaf}`]);
       const all = await retainedOn(b, v, '#');
@@ -176,7 +176,7 @@ describe('retained messages', () => {
   test('[v5 MQTT-3.3.4-3] a retained message sent on SUBSCRIBE carries that subscription\'s identifier', T, async () => {
     const topic = uid('ret/sid');
     const p = await client(b, 5);
-    await p.publishAsync(topic, 'x', { qos: 0, retain: true });
+    await p.publishAsync(topic, 'x', { qos: 1, retain: true });
     const c = await raw(b, 5);
     await rawSubscribe(c, [{ topic, qos: 0 }], { subscriptionIdentifier: 77 });
     const g = await expectPacket(c, 'publish');
