@@ -54,6 +54,63 @@ describe('managed etcd: cores that run their own etcd members', () => {
   });
 });
 
+describe('ctl cluster join on a running managed core', () => {
+  const nodes = useNodes();
+  const clients = new Clients();
+  after(() => clients.closeAll());
+  let J1: ClusterNode;
+  let J2: ClusterNode;
+  let J3: ClusterNode;
+  const etcdUrl = (n: ClusterNode): string => `http://127.0.0.1:${n.etcdClientPort}`;
+  const viewOf = async (n: ClusterNode): Promise<string[]> =>
+    ((await n.get('/api/v1/cluster')).body as { nodes: { name: string; status: string }[] }).nodes.filter((x) => x.status === 'running').map((x) => x.name).sort();
+
+  test('a core of a two-core cluster joins another cluster: it leaves the first (member removed), its member is added to the second', T, async () => {
+    J1 = await nodes.start({ role: 'core', name: 'j1', managed: true, workers: 1 });
+    J2 = await nodes.start({ role: 'core', name: 'j2', managed: true, workers: 1 });
+    J3 = await nodes.start({ role: 'core', name: 'j3', managed: true, seeds: [J2.clusterAddress], workers: 1 });
+    assert.equal((await listMembers([etcdUrl(J2)])).length, 2);
+    // A client of J3 is disconnected by the move and reconnects.
+    const c = await clients.mqtt(J3.url, { protocolVersion: 5, clientId: uid('jc'), reconnectPeriod: 200 });
+    let closed = 0;
+    c.on('close', () => closed++);
+
+    const r = await J3.post('/api/v1/cluster/join', { node: J1.clusterAddress });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual((await listMembers([etcdUrl(J1)])).map((m) => m.name).sort(), [J1.name, J3.name].sort());
+    assert.deepEqual((await listMembers([etcdUrl(J2)])).map((m) => m.name), [J2.name], 'its member left the first etcd cluster');
+    await eventually(async () => (await viewOf(J1)).join() === [J1.name, J3.name].sort().join(), 'J1 sees J1 and J3');
+    await eventually(async () => (await viewOf(J2)).join() === J2.name, 'J2 is alone');
+    await eventually(() => J3.lines('cluster.rejoined').length === 1, 'J3 logged cluster.rejoined');
+    assert.equal((await J3.status())['status'], 'running');
+    await passes(J1, J3, clients, 'j1-j3');
+    await passes(J3, J1, clients, 'j3-j1');
+    await eventually(() => closed >= 1 && c.connected, 'the client was disconnected and is back');
+  });
+
+  test('a join to a core that does not answer changes nothing (502); a lone core then joins (no member to remove)', T, async () => {
+    const r = await J2.post('/api/v1/cluster/join', { node: '127.0.0.1:1' });
+    assert.equal(r.status, 502, JSON.stringify(r.body));
+    assert.match((r.body as { message: string }).message, /still in this core's cluster/);
+    assert.equal((await J2.status())['status'], 'running');
+    assert.equal(J2.lines('cluster.rejoining').length, 0);
+    const again = await J2.post('/api/v1/cluster/join', { node: J1.clusterAddress });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal((await listMembers([etcdUrl(J1)])).length, 3);
+    const same = await J2.post('/api/v1/cluster/join', { node: J3.clusterAddress });
+    assert.equal(same.status, 200, 'already a member');
+    assert.match((same.body as { message: string }).message, /already/);
+    await passes(J2, J3, clients, 'j2-j3');
+  });
+
+  test('a core that joined starts again in its new cluster', T, async () => {
+    assert.equal((await J2.stop()).code, 0);
+    await J2.start();
+    await eventually(() => J2.lines('cluster.etcd_member_restart').length === 1, 'J2 started its member again');
+    await passes(J1, J2, clients, 'j1-j2-restarted');
+  });
+});
+
 describe('DNS discovery and TLS between nodes', () => {
   const nodes = useNodes();
   const clients = new Clients();

@@ -296,7 +296,7 @@ export class ClusterAgent {
   // ---- membership changes --------------------------------------------------------------
 
   /** ctl cluster join TARGET (host:port of a core's cluster port, or NAME@HOST[:PORT]). */
-  async join(target: string): Promise<{ ok: boolean; status: number; message: string }> {
+  async join(target: string): Promise<{ ok: boolean; status: number; message: string; rejoin?: string }> {
     const address = this.addressOf(target);
     if (this.left) return { ok: false, status: 409, message: 'this node left the cluster; restart it to join again' };
     const known = [...this.membership.live.values()].find((n) => n.cluster === address || n.name === target);
@@ -305,10 +305,12 @@ export class ClusterAgent {
       return { ok: true, status: 200, message: `${known.name} is already in this cluster` };
     }
     if (this.role === 'core') {
+      // A managed core moves its etcd member to the target's cluster: the main thread does
+      // that (it owns the member and restarts the node's threads on the new etcd).
+      if (this.o.cfg.cluster.etcd.managed) return { ok: false, status: 409, message: `joining ${address}: the main thread moves this core's etcd member`, rejoin: address };
       return {
         ok: false, status: 409,
-        message: 'a running core does not change its etcd cluster: restart it with --seeds ' + address +
-          ' and an empty <data-dir>/etcd (--etcd-managed: its member is added to that cluster), or with --etcd pointing at that cluster\'s etcd',
+        message: 'a core on an etcd it was given (--etcd) is in the cluster of that etcd: restart it with --etcd pointing at the etcd of ' + address,
       };
     }
     // A replicant: stream from the target from now on. It is kept among the cores (and in

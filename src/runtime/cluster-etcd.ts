@@ -5,6 +5,7 @@
 // their etcd is); with a member in its data dir it simply starts it again.
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { hasMember, startManagedEtcd, type ManagedEtcd } from '../cluster/etcd/managed.js';
 import { joinManagedEtcd, listMembers } from '../cluster/etcd/members.js';
@@ -24,8 +25,13 @@ export async function advertiseIp(cfg: Config): Promise<string> {
   return isIP(host) !== 0 ? host : (await lookup(host)).address;
 }
 
+/** `cfg` with other seeds. */
+export function withSeeds(cfg: Config, seeds: string[]): Config {
+  return { ...cfg, cluster: { ...cfg.cluster, seeds } };
+}
+
 /** etcd client URLs that the seeds' cores use (asked over their cluster ports). */
-async function seedEtcd(cfg: Config, log: Logger): Promise<string[]> {
+export async function seedEtcd(cfg: Config, log: Logger): Promise<string[]> {
   const t = createClusterTransport(cfg, log);
   const errors: string[] = [];
   for (const seed of cfg.cluster.seeds) {
@@ -112,4 +118,24 @@ export async function startClusterEtcd(cfg: Config, log: Logger): Promise<Cluste
   const members = await listMembers([member.clientUrl]).catch(() => []);
   const endpoints = [...new Set([member.clientUrl, ...members.flatMap((m) => m.clientURLs)])];
   return { endpoints, member };
+}
+
+/**
+ * ctl cluster join on a running managed core, once its threads have stopped: its member's
+ * data (the old cluster's) is dropped and a new member joins the etcd of the core at
+ * `address` (member add, as a first start with --seeds). When that fails, the core starts a
+ * new one-member etcd (it goes on alone) and the error comes back with it.
+ */
+export async function moveManagedMember(cfg: Config, log: Logger, current: ClusterEtcd, address: string): Promise<{ etcd: ClusterEtcd; error: Error | null }> {
+  await current.member?.stop(2000).catch((e: unknown) => log.error('cluster.etcd_stop_failed', { error: e }));
+  const dataDir = resolve(cfg.node.data_dir, 'etcd');
+  rmSync(dataDir, { recursive: true, force: true });
+  log.info('cluster.etcd_member_dropped', { data_dir: dataDir });
+  try {
+    return { etcd: await startClusterEtcd(withSeeds(cfg, [address]), log), error: null };
+  } catch (e) {
+    log.error('cluster.rejoin_failed', { target: address, error: (e as Error).message, detail: 'starting a new one-member etcd: this core goes on alone' });
+    rmSync(dataDir, { recursive: true, force: true });
+    return { etcd: await startClusterEtcd(withSeeds(cfg, []), log), error: e as Error };
+  }
 }

@@ -10,7 +10,8 @@ import { startWorkerPool, type WorkerPool } from '../workers/supervisor.js';
 import type { Listener } from '../transport/types.js';
 import { VERSION } from '../broker/sys.js';
 import { inlineProbe, type NodeProbe } from './probe.js';
-import { startClusterEtcd, type ClusterEtcd } from './cluster-etcd.js';
+import { moveManagedMember, seedEtcd, startClusterEtcd, withSeeds, type ClusterEtcd } from './cluster-etcd.js';
+import { listMembers } from '../cluster/etcd/members.js';
 import type { HttpRoute } from '../mgmt/http.js';
 
 export interface RunningNode {
@@ -28,7 +29,8 @@ export interface RunningNode {
   abort(): Promise<void>;
 }
 
-type Status = 'starting' | 'running' | 'stopping';
+type Status = 'starting' | 'running' | 'joining' | 'stopping';
+type Answer = { status: number; body: unknown };
 
 export async function startNode(cfg: Config, log: Logger): Promise<RunningNode> {
   return cfg.node.workers === 0 ? startInlineNode(cfg, log) : startThreadedNode(cfg, log);
@@ -42,22 +44,22 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
   let pool: WorkerPool | null = null;
   let fatal: string | null = null;
   let onFatal: ((reason: string) => void) | null = null;
+  const fail = (reason: string): void => {
+    if (fatal !== null) return;
+    fatal = reason;
+    log.error('node.fatal', { reason });
+    onFatal?.(reason);
+  };
+  const startPool = (c: Config, e: ClusterEtcd) => startWorkerPool(c, log, { etcdEndpoints: e.endpoints, onFatal: fail });
+  let rejoining: Promise<Answer> | null = null;
   // HTTP first, so that a load balancer sees 503 while the workers come up.
   const http = await startNodeHttp(cfg, log, uws, startedAt, () => status, () => pool && { probe: pool.probe, stats: () => pool!.stats() },
-    () => pool?.accept ?? null, () => pool);
+    () => pool?.accept ?? null, () => pool, (address) => (rejoining ??= rejoin(address).finally(() => (rejoining = null))));
   let etcd: ClusterEtcd = { endpoints: [], member: null };
   try {
     // A core's etcd first (its own managed member, or the endpoints given).
     etcd = await startClusterEtcd(cfg, log);
-    pool = await startWorkerPool(cfg, log, {
-      etcdEndpoints: etcd.endpoints,
-      onFatal(reason) {
-        if (fatal !== null) return;
-        fatal = reason;
-        log.error('node.fatal', { reason });
-        onFatal?.(reason);
-      },
-    });
+    pool = await startPool(cfg, etcd);
   } catch (e) {
     await etcd.member?.stop().catch(() => undefined);
     await http.close().catch(() => undefined);
@@ -70,26 +72,83 @@ async function startThreadedNode(cfg: Config, log: Logger): Promise<RunningNode>
     listeners: listeners.map((x) => ({ name: x.name, port: x.port })),
     max_connections: cfg.node.max_connections,
   });
-  const p = pool;
+
+  /**
+   * ctl cluster join on a running managed core (EMQX's `cluster join`): the target is asked
+   * for its etcd first (nothing changes when it cannot be reached or refuses); then this
+   * core leaves its cluster (when that has other members), its threads stop (clients are
+   * disconnected and reconnect), its member's data goes, a new member joins the target's
+   * etcd, and the threads start again on it. /status answers 503 "joining" meanwhile.
+   */
+  async function rejoin(address: string): Promise<Answer> {
+    const p = pool;
+    if (status !== 'running' || !p) return { status: 409, body: { ok: false, message: `the node is ${status}` } };
+    let urls: string[];
+    try {
+      urls = await seedEtcd(withSeeds(cfg, [address]), log);
+    } catch (e) {
+      log.warn('cluster.join_failed', { target: address, error: (e as Error).message });
+      return { status: 502, body: { ok: false, status: 502, message: `cannot join ${address}: ${(e as Error).message} (still in this core's cluster)` } };
+    }
+    if (urls.some((u) => etcd.endpoints.includes(u))) return { status: 200, body: { ok: true, status: 200, message: `${address} is already in this cluster` } };
+    status = 'joining';
+    const t0 = Date.now();
+    const others = (await listMembers(etcd.endpoints).catch(() => [])).filter((m) => m.name !== cfg.node.name);
+    log.warn('cluster.rejoining', {
+      target: address, cluster_etcd: urls, etcd_members_left: others.length, connections: p.probe.connectionCount(),
+      detail: 'this core leaves its cluster and joins the target\'s: its clients are disconnected and reconnect',
+    });
+    let moved: Awaited<ReturnType<typeof moveManagedMember>>;
+    try {
+      // Its entries (and, with other members, its etcd member) go from the old cluster first.
+      if (others.length > 0) await p.cluster({ type: 'leave' }, 30_000);
+      await p.stop(cfg.node.shutdown_timeout_ms);
+      pool = null;
+      moved = await moveManagedMember(cfg, log, etcd, address);
+      etcd = moved.etcd;
+      pool = await startPool(moved.error ? withSeeds(cfg, []) : withSeeds(cfg, [address]), etcd);
+    } catch (e) {
+      // Neither the target's etcd nor a new one of its own: the node cannot serve.
+      fail(`cluster join ${address}: ${(e as Error).message}`);
+      throw e;
+    }
+    status = 'running';
+    if (moved.error) return { status: 502, body: { ok: false, status: 502, message: `cannot join ${address}: ${moved.error.message} (this core left its cluster and now runs alone)` } };
+    log.warn('cluster.rejoined', { target: address, elapsed_ms: Date.now() - t0, etcd: etcd.endpoints });
+    return { status: 200, body: { ok: true, status: 200, message: `joined the cluster of ${address}` } };
+  }
+
   let stopped: Promise<void> | null = null;
+  const current = (): WorkerPool => {
+    if (!pool) throw new Error(`the node is ${status}: its threads are not running`);
+    return pool;
+  };
   return {
-    probe: p.probe,
-    pool: p,
+    get probe() {
+      return current().probe;
+    },
+    get pool() {
+      return pool;
+    },
     listeners,
-    accept: p.accept,
+    get accept() {
+      return current().accept;
+    },
     onFatal(fn) {
       onFatal = fn;
       if (fatal !== null) fn(fatal);
     },
     abort: async () => {
-      await p.abort();
+      await pool?.abort();
       etcd.member?.killNow();
     },
     stop(reason: string): Promise<void> {
       stopped ??= (async () => {
+        // A join under way finishes first (it restarts the threads).
+        await rejoining?.catch(() => undefined);
         status = 'stopping';
-        log.info('node.stopping', { reason, connections: p.probe.connectionCount() });
-        await p.stop(cfg.node.shutdown_timeout_ms);
+        log.info('node.stopping', { reason, connections: pool?.probe.connectionCount() ?? 0 });
+        await pool?.stop(cfg.node.shutdown_timeout_ms);
         // The managed etcd member last: the node's lease was revoked through it.
         // etcd is crash-safe; a last member whose peers are gone takes ~5 s to give up leadership.
         await etcd.member?.stop(2000).catch((e: unknown) => log.error('cluster.etcd_stop_failed', { error: e }));
@@ -111,6 +170,7 @@ function startNodeHttp(
   engines: () => { probe: NodeProbe; stats(): unknown } | null,
   accept: () => AcceptPath | null,
   pool: () => WorkerPool | null = () => null,
+  rejoin?: (address: string) => Promise<Answer>,
 ): Promise<Listener> {
   const l = cfg.listeners;
   const notYet = () => ({ status: 503, body: { status: status() } });
@@ -132,7 +192,7 @@ function startNodeHttp(
           return { status: status() === 'running' ? 200 : 503, body };
         },
       },
-      ...clusterRoutes(cfg, pool, startedAt),
+      ...clusterRoutes(cfg, pool, startedAt, rejoin),
       {
         method: 'get', path: '/api/v1/stats',
         handler: async () => {
@@ -215,7 +275,7 @@ async function clusterSummary(pool: WorkerPool | null): Promise<unknown> {
 }
 
 /** The cluster's API: GET /api/v1/cluster; POST /api/v1/cluster/join|leave|force-leave. */
-function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: number): HttpRoute[] {
+function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: number, rejoin?: (address: string) => Promise<Answer>): HttpRoute[] {
   const single = () => ({
     status: 200,
     body: { nodes: [{ name: cfg.node.name, role: 'single', status: 'running', uptime_s: Math.floor((Date.now() - startedAt) / 1000), core: null, shards: [] }] },
@@ -270,7 +330,11 @@ function clusterRoutes(cfg: Config, pool: () => WorkerPool | null, startedAt: nu
       handler: async (req) => {
         if (!clustered) return notClustered;
         const target = field(req.body, 'node');
-        return typeof target === 'string' ? ask({ type: 'join', target }) : target;
+        if (typeof target !== 'string') return target;
+        const r = await ask({ type: 'join', target });
+        // A managed core: the replication thread leaves the move of its etcd member to this thread.
+        const to = (r.body as { rejoin?: string }).rejoin;
+        return to !== undefined && rejoin ? rejoin(to) : r;
       },
     },
     {
