@@ -160,6 +160,14 @@ describe('cluster failures: etcd', () => {
     const sub2 = await clients.mqtt(R.url, { protocolVersion: 5, clientId: uid('s2') });
     let subacked = false;
     const pending = sub2.subscribeAsync(topic2, { qos: 1 }).then(() => (subacked = true));
+    // A subscription on the core itself: its route change is counted until etcd has it.
+    type RouteState = { pending_writes: number; routes: { uncommitted: number } };
+    const routeState = async (): Promise<RouteState> => (await A.status())['cluster'] as RouteState;
+    const subA = await clients.mqtt(A.url, { protocolVersion: 5, clientId: uid('sa') });
+    const pendingA = subA.subscribeAsync(`etcd/${process.pid}/on-core`, { qos: 1 });
+    await eventually(async () => (await routeState()).routes.uncommitted >= 1, 'A counting its uncommitted route');
+    const during = await routeState();
+    assert.ok(during.pending_writes >= 1, `A's pending_writes counts the route entry it is writing (${JSON.stringify(during)})`);
     // On R2 the wait ends at 1.5 s: the subscription is refused (0x80) and undone.
     const t3 = Date.now();
     // MQTT.js rejects a SUBACK that holds a failure code, with the packet.
@@ -174,6 +182,8 @@ describe('cluster failures: etcd', () => {
     assert.deepEqual(got3, [], 'the refused subscription was undone on its node too');
     await e.start(0);
     await pending;
+    await pendingA;
+    await eventually(async () => (await routeState()).routes.uncommitted === 0, 'A\'s route committed');
     await eventually(async () => ((await A.status())['cluster'] as { etcd: { state: string } }).etcd.state === 'up', 'A reporting etcd up', 15_000);
     const got2 = inbox(sub2);
     await routed(A, topic2, R);

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { Logger } from '../src/log/logger.js';
+import { StatusLinks } from '../src/cluster/status-links.js';
 import { DedupeTable } from '../src/cluster/wire/dedupe.js';
 import { createForwardServer, ForwardSender, type SendStatus } from '../src/cluster/wire/forward.js';
 import {
@@ -830,6 +831,42 @@ describe('Link', () => {
 });
 
 // ---------------------------------------------------------------------------- forward
+
+describe('StatusLinks', () => {
+  it('reuses one link per address, connects again after a close, closes idle links', async (t) => {
+    const s = scope(t);
+    let served = 0;
+    const serverLinks: Link[] = [];
+    const srv = await startLinkServer(s, {
+      onLink: (l) => {
+        serverLinks.push(s.link(l));
+        l.onRequest = (_kind, body) => Buffer.from(`${++served}:${body.toString()}`);
+      },
+    });
+    let connects = 0;
+    const links = new StatusLinks(async (address) => {
+      connects++;
+      return connect(s, Number(address.slice(address.lastIndexOf(':') + 1)));
+    }, 60_000);
+    t.after(() => links.stop());
+    const at = `${HOST}:${srv.port}`;
+    const answers = await Promise.all([1, 2, 3].map((i) => links.request(at, 7, Buffer.from(String(i)), 2000)));
+    assert.deepEqual(answers.map((b) => b.toString().split(':')[1]).sort(), ['1', '2', '3']);
+    assert.equal((await links.request(at, 7, Buffer.from('x'), 2000)).toString(), '4:x');
+    assert.equal(connects, 1, 'one link for four requests, three of them at once');
+    // The server end goes: the next request connects again.
+    assert.equal(serverLinks.length, 1);
+    serverLinks[0]!.close('test');
+    await waitFor(() => links.size === 0, 'closed link dropped');
+    assert.equal((await links.request(at, 7, Buffer.from('y'), 2000)).toString(), '5:y');
+    assert.equal(connects, 2);
+    // Idle past idleMs: closed.
+    links.sweep(Date.now() + 60_001);
+    assert.equal(links.size, 0);
+    await assert.rejects(links.request(`${HOST}:1`, 7, Buffer.alloc(0), 500));
+    assert.equal(links.size, 0, 'a failed connect is not kept');
+  });
+});
 
 describe('forward', () => {
   interface Got { rec: string; reliable: boolean; from: PeerInfo }

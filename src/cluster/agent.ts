@@ -27,6 +27,7 @@ import { RlogService } from './rlog/server.js';
 import { SHARDS, ShardState, type ShardName } from './shard.js';
 import { removeMember } from './etcd/members.js';
 import { DnsDiscovery } from './discovery.js';
+import { StatusLinks } from './status-links.js';
 import type { GroupOnlineEntry } from './group-online.js';
 
 /** What the agent tells the connection workers. */
@@ -80,6 +81,8 @@ export class ClusterAgent {
   private readonly remote: RemoteRoutes;
   private server: { port: number; close(): Promise<void> } | null = null;
   private readonly links = new Set<Link>();
+  /** Links to other nodes' cluster ports for clusterView, kept while it is asked. */
+  private readonly statusLinks = new StatusLinks((address) => this.o.transport.connect(address));
   private readonly startedAt = Date.now();
   /** This node's newest retained write per topic, until the shard passed it. */
   private readonly ownRetained: OwnRetained;
@@ -423,12 +426,7 @@ export class ClusterAgent {
       const stopped = { name, role, status: 'stopped' as const, uptime_s: 0 as const, core: null, shards: [] as [] };
       if (!live) return stopped;
       try {
-        const link = await this.o.transport.connect(live.cluster);
-        try {
-          return parseJson<NodeStatus>(await link.request(R_STATUS, Buffer.alloc(0), timeoutMs));
-        } finally {
-          link.close('status done');
-        }
+        return parseJson<NodeStatus>(await this.statusLinks.request(live.cluster, R_STATUS, Buffer.alloc(0), timeoutMs));
       } catch {
         return { ...stopped, status: member?.leaving ? 'leaving' as const : 'stopped' as const };
       }
@@ -460,8 +458,14 @@ export class ClusterAgent {
       etcd: this.store ? { state: this.store.state, unreachable_ms: this.store.unreachableSince === 0 ? 0 : Date.now() - this.store.unreachableSince, last_error: this.store.lastError } : undefined,
       core: this.client?.core ?? undefined,
       replicants: this.rlog?.count,
-      routes: { local: this.nodeRoutes.size, remote: this.remote.routes, batches: this.nodeRoutes.batchesWritten, ops: this.nodeRoutes.opsWritten },
-      pending_writes: this.client?.pendingWrites ?? (this.store ? this.store.retained.queued + this.store.sessions.queued : 0),
+      routes: {
+        local: this.nodeRoutes.size, remote: this.remote.routes, batches: this.nodeRoutes.batchesWritten, ops: this.nodeRoutes.opsWritten,
+        uncommitted: this.nodeRoutes.uncommitted,
+      },
+      // A replicant's requests to its core (route entries among them); a core's queued
+      // retained writes and session claims, and the route log entry it is writing.
+      pending_writes: this.client?.pendingWrites ??
+        (this.store ? this.store.retained.queued + this.store.sessions.queued + (this.nodeRoutes.entryInFlight ? 1 : 0) : 0),
       failovers: this.client?.failovers,
       node_slots_reclaimed: this.membership.slotsReclaimed,
       shards: this.shardStatus(),
@@ -492,6 +496,7 @@ export class ClusterAgent {
     if (this.stopNotice && !(await this.stopNotice)) this.o.log.warn('cluster.stop_not_announced', { detail: `no core revoked this node's lease: it stays live for up to lease_ttl_s` });
     this.client?.stop();
     for (const l of this.links) l.close('node stopping');
+    this.statusLinks.stop();
     await this.store?.stop();
     await this.server?.close();
   }

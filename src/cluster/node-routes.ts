@@ -78,6 +78,16 @@ export class NodeRoutes {
     return this.refs.size;
   }
 
+  /** Route changes not committed yet: waiting for a log entry, and carried by the entries being written. */
+  get uncommitted(): number {
+    return this.dirty.size + this.lastBatch.size;
+  }
+
+  /** Whether a log entry is being written now (one at a time). */
+  get entryInFlight(): boolean {
+    return this.writing;
+  }
+
   /** Worker w's op `seq`: +1 / -1 on `key`, or 0 for an op that does not touch the cluster. */
   change(w: number, seq: number, key: string | null, d: 1 | -1 | 0): void {
     let batch = 0;
