@@ -4,15 +4,29 @@
 // and inter-node links over TLS (cluster.tls).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get as httpsGet, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listMembers } from '../src/cluster/etcd/members.js';
+import { useEtcdTls } from '../src/cluster/etcd/tls.js';
 import { eventually, useNodes, type ClusterNode, routed, passes } from './helpers/cluster.js';
 import { Clients, inbox, uid } from './helpers/clients.js';
 import { makeTestPki } from './helpers/certs.js';
 
 const T = { timeout: 120_000 };
+
+/** The HTTP status of an https GET, or the error's code when the TLS handshake or the request fails. */
+function httpsStatus(url: string, o: RequestOptions): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpsGet(url, { ...o, agent: false, timeout: 3000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
 
 describe('managed etcd: cores that run their own etcd members', () => {
   const nodes = useNodes();
@@ -144,5 +158,23 @@ describe('DNS discovery and TLS between nodes', () => {
     const v = (await C.get('/api/v1/cluster')).body as { nodes: { name: string }[] };
     assert.equal(v.nodes.some((n) => n.name === plain.name), false);
     await plain.kill();
+
+    // The managed etcd member speaks TLS too, to clients and to peers, and wants a certificate of the CA.
+    const health = `127.0.0.1:${C.etcdClientPort}/health`;
+    await assert.rejects(fetch(`http://${health}`, { signal: AbortSignal.timeout(3000) }), 'no plain http on the etcd client port');
+    const ca = readFileSync(join(pki, 'ca.crt'));
+    const noCert = await httpsStatus(`https://${health}`, { ca });
+    assert.ok(noCert !== 200, `https without a client certificate is refused (${noCert})`);
+    assert.equal(await httpsStatus(`https://${health}`, { ca, cert: readFileSync(join(pki, 'server.crt')), key: readFileSync(join(pki, 'server.key')) }), 200);
+    const C2 = await nodes.start({ role: 'core', name: 'tc2', managed: true, workers: 1, seeds: [C.clusterAddress], env: tlsEnv });
+    useEtcdTls({ ca: join(pki, 'ca.crt'), cert: join(pki, 'server.crt'), key: join(pki, 'server.key') });
+    try {
+      const members = await listMembers([`https://127.0.0.1:${C.etcdClientPort}`]);
+      assert.deepEqual(members.map((m) => m.name).sort(), [C.name, C2.name].sort());
+      assert.ok(members.every((m) => m.peerURLs.every((u) => u.startsWith('https://')) && m.clientURLs.every((u) => u.startsWith('https://'))), JSON.stringify(members));
+    } finally {
+      useEtcdTls(null);
+    }
+    await passes(C2, R, clients, 'tls-c2-r');
   });
 });

@@ -300,7 +300,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'TTL of each node\'s etcd lease, in seconds. Every entry a node owns hangs on it: a node silent this long is `stopped` and its non-persistent routes and sessions disappear.',
     cli: { flag: '--lease-ttl', key: 'leaseTtl' },
   },
-  { path: 'cluster.tls', type: bool, doc: 'Inter-node connections over TLS with the node\'s certificate (`listeners.tls.cert`, `key`; peers verified against `listeners.tls.ca`).' },
+  { path: 'cluster.tls', type: bool, doc: 'Inter-node connections over TLS with the node\'s certificate (`listeners.tls.cert`, `key`; peers verified against `listeners.tls.ca`); also etcd\'s: a managed member on mutual TLS for clients and peers, https:// external endpoints dialled with the node\'s certificate.' },
   { path: 'cluster.forward_max_bytes', type: int(65536, I32), doc: 'Bytes (unsent plus unacknowledged) that one worker thread keeps for one peer before its publishers are paused; QoS 0 beyond it is dropped (counted).' },
   { path: 'cluster.forward_flush_ms', type: int(0, 100), doc: 'Messages for another node are gathered this long (milliseconds) into one write on each forward connection (frames past 64 KiB go at once); 0 writes once per event-loop turn. At modest rates a loop turn holds one message, so the default millisecond saves most of a write per message (benchmark.md, cross-node p2p) for at most that much more latency.' },
   { path: 'cluster.write_batch_ms', type: int(0, 1000), doc: 'Route and retained-message changes are gathered this long before one etcd transaction takes them.' },

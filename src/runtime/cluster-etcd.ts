@@ -9,6 +9,7 @@ import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { hasMember, startManagedEtcd, type ManagedEtcd } from '../cluster/etcd/managed.js';
 import { joinManagedEtcd, listMembers } from '../cluster/etcd/members.js';
+import { etcdTlsOf, useEtcdTls } from '../cluster/etcd/tls.js';
 import { parseJson, R_STATUS, type NodeStatus } from '../cluster/rlog/protocol.js';
 import { createClusterTransport } from '../cluster/transport.js';
 import type { Config } from '../config/types.js';
@@ -96,6 +97,8 @@ async function joinWhenAccepted(join: () => Promise<ManagedEtcd>, log: Logger): 
 export async function startClusterEtcd(cfg: Config, log: Logger): Promise<ClusterEtcd> {
   const c = cfg.cluster;
   if (c.role !== 'core') return { endpoints: [], member: null };
+  // cluster.tls: the member serves https to clients and peers that hold a certificate of the CA.
+  useEtcdTls(etcdTlsOf(cfg));
   if (!c.etcd.managed) return { endpoints: [...c.etcd.endpoints], member: null };
   const dataDir = resolve(cfg.node.data_dir, 'etcd');
   const base = {

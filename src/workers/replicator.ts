@@ -7,6 +7,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { MessagePort, parentPort, workerData } from 'node:worker_threads';
+import { etcdTlsOf, useEtcdTls } from '../cluster/etcd/tls.js';
 import type { Message } from '../broker/message.js';
 import { routeId } from '../broker/router.js';
 import { ClusterAgent, type AgentToWorker } from '../cluster/agent.js';
@@ -62,6 +63,8 @@ export type WorkerToAgent = { type: 'retain'; msg: Message; seq: number };
 
 const port = parentPort!;
 const { plan, cluster } = workerData as ReplicatorData;
+// etcd over TLS with the node's certificate (cluster.tls), as on the main thread.
+if (cluster) useEtcdTls(etcdTlsOf(cluster.cfg));
 const writer = new TrieWriter({ maxReaders: 64 });
 const ctl = new Int32Array(plan.control, 0, CONTROL_WORDS);
 const seq64 = new BigInt64Array(plan.control, CONTROL_WORDS * 4, 1);

@@ -3,13 +3,16 @@
 // can report "etcd unreachable" and retry (docs/cluster.md, "When etcd is lost").
 import { ExponentialBackoff } from 'cockatiel';
 import { Etcd3, type IOptions } from 'etcd3';
+import { etcdCredentials } from './tls.js';
 
 /** Deadline of one unary call (a put, a txn, a range page). */
 export const CALL_TIMEOUT_MS = 5_000;
 
 export function etcdClient(endpoints: readonly string[], extra: Partial<IOptions> = {}): Etcd3 {
+  const credentials = etcdCredentials();
   return new Etcd3({
     hosts: [...endpoints],
+    ...(credentials ? { credentials } : {}),
     dialTimeout: 2_000,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
     grpcOptions: {

@@ -13,6 +13,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsc, mkdirSync, statSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
+import { etcdCredentials, etcdScheme, etcdTls } from './tls.js';
 import { createServer, isIP, isIPv6 } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { LogFields, Logger } from '../../log/logger.js';
@@ -137,11 +139,23 @@ const MANAGED_FLAGS = [
   'name', 'data-dir', 'listen-client-urls', 'advertise-client-urls', 'listen-peer-urls',
   'initial-advertise-peer-urls', 'initial-cluster', 'initial-cluster-state', 'initial-cluster-token',
   'quota-backend-bytes', 'auto-compaction-mode', 'auto-compaction-retention', 'logger', 'log-outputs',
-  'config-file',
+  'config-file', 'cert-file', 'key-file', 'trusted-ca-file', 'client-cert-auth', 'peer-cert-file',
+  'peer-key-file', 'peer-trusted-ca-file', 'peer-client-cert-auth',
 ];
 
+/** A URL of this thread's etcd (https with cluster.tls: see tls.ts). */
 export function etcdUrl(host: string, port: number): string {
-  return `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+  return `${etcdScheme()}://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+}
+
+/** With etcd TLS: https for clients and peers, each asked for a certificate signed by the CA. */
+function tlsArgs(): string[] {
+  const t = etcdTls();
+  if (!t) return [];
+  return [
+    `--cert-file=${t.cert}`, `--key-file=${t.key}`, `--trusted-ca-file=${t.ca}`, '--client-cert-auth',
+    `--peer-cert-file=${t.cert}`, `--peer-key-file=${t.key}`, `--peer-trusted-ca-file=${t.ca}`, '--peer-client-cert-auth',
+  ];
 }
 
 /** Checked options and the etcd command line (resolveOptions, preflight). */
@@ -221,6 +235,7 @@ export function resolveOptions(o: ManagedEtcdOptions): ResolvedManagedEtcd {
     `--auto-compaction-retention=${ac?.retention ?? '0'}`,
     '--logger=zap',
     '--log-outputs=stderr',
+    ...tlsArgs(),
     ...extra,
   ];
   return {
@@ -326,7 +341,8 @@ export function probeHealth(clientUrl: string, timeoutMs = 1000): Promise<boolea
       req.destroy();
       resolve(ok);
     };
-    const req = httpGet(`${clientUrl}/health`, { agent: false }, (res) => {
+    const t = clientUrl.startsWith('https:') ? etcdCredentials() : undefined;
+    const onRes = (res: import('node:http').IncomingMessage): void => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => {
@@ -341,7 +357,10 @@ export function probeHealth(clientUrl: string, timeoutMs = 1000): Promise<boolea
         }
       });
       res.on('error', () => finish(false));
-    });
+    };
+    const req = t
+      ? httpsGet(`${clientUrl}/health`, { agent: false, ca: t.rootCertificate, cert: t.certChain, key: t.privateKey }, onRes)
+      : httpGet(`${clientUrl}/health`, { agent: false }, onRes);
     req.on('error', () => finish(false));
     const timer = setTimeout(() => finish(false), timeoutMs);
   });
