@@ -68,6 +68,38 @@ describe('managed etcd: cores that run their own etcd members', () => {
   });
 });
 
+describe('managed cores started together', () => {
+  const nodes = useNodes();
+  const clients = new Clients();
+  after(() => clients.closeAll());
+
+  test('a core whose seed is not up yet waits for it (cluster.seed_wait), then joins its etcd', T, async () => {
+    const first = nodes.node({ role: 'core', name: 'tg1', managed: true, workers: 1 });
+    await first.pickPorts();
+    const second = nodes.node({ role: 'core', name: 'tg2', managed: true, workers: 1, seeds: [first.clusterAddress] });
+    const started = second.start(60_000);
+    await eventually(() => second.lines('cluster.seed_wait').length > 0, 'the second core waiting for its seed');
+    await new Promise((r) => setTimeout(r, 1500));
+    await first.start();
+    await started;
+    assert.equal(second.lines('cluster.seed_answered').length, 1);
+    assert.deepEqual((await listMembers([`http://127.0.0.1:${first.etcdClientPort}`])).map((m) => m.name).sort(), [first.name, second.name].sort());
+    await passes(first, second, clients, 'together');
+  });
+
+  test('a seed that refuses (another cluster name) ends the wait at once: exit 1', T, async () => {
+    const other = await nodes.start({ role: 'core', name: 'tg3', managed: true, workers: 1, clusterName: `other${process.pid}` });
+    const bad = nodes.node({ role: 'core', name: 'tg4', managed: true, workers: 1, seeds: [other.clusterAddress] });
+    await bad.pickPorts();
+    const t0 = Date.now();
+    bad.spawn();
+    const exit = await bad.exited;
+    assert.equal(exit.code, 1);
+    assert.ok(Date.now() - t0 < 20_000, `no waiting on a refusal (${Date.now() - t0} ms)`);
+    await eventually(() => bad.logs.some((l) => l.includes('cannot join: no seed answered')), 'the reason logged');
+  });
+});
+
 describe('ctl cluster join on a running managed core', () => {
   const nodes = useNodes();
   const clients = new Clients();

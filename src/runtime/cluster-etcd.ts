@@ -31,25 +31,48 @@ export function withSeeds(cfg: Config, seeds: string[]): Config {
   return { ...cfg, cluster: { ...cfg.cluster, seeds } };
 }
 
-/** etcd client URLs that the seeds' cores use (asked over their cluster ports). */
-export async function seedEtcd(cfg: Config, log: Logger): Promise<string[]> {
+/**
+ * etcd client URLs that the seeds' cores use (asked over their cluster ports). With
+ * `waitMs`, seeds that cannot be reached yet (cores started together: the first one is
+ * still coming up) are asked again every second until then, saying so every 5 s; a seed
+ * that answers and refuses (wrong cookie or cluster name, not a core) ends it at once.
+ */
+export async function seedEtcd(cfg: Config, log: Logger, waitMs = 0): Promise<string[]> {
   const t = createClusterTransport(cfg, log);
-  const errors: string[] = [];
-  for (const seed of cfg.cluster.seeds) {
-    try {
-      const link = await t.connect(seed);
+  const t0 = Date.now();
+  let lastLog = 0;
+  for (let attempt = 1; ; attempt++) {
+    const errors: string[] = [];
+    let refused = false;
+    for (const seed of cfg.cluster.seeds) {
       try {
-        const st = parseJson<NodeStatus>(await link.request(R_STATUS, Buffer.alloc(0), 5000));
-        if (st.role === 'core' && st.etcd && st.etcd.endpoints.length > 0) return [...st.etcd.endpoints];
-        errors.push(`${seed}: ${st.name} is a ${st.role} without etcd endpoints`);
-      } finally {
-        link.close('asked');
+        const link = await t.connect(seed);
+        try {
+          const st = parseJson<NodeStatus>(await link.request(R_STATUS, Buffer.alloc(0), 5000));
+          if (st.role === 'core' && st.etcd && st.etcd.endpoints.length > 0) {
+            if (attempt > 1) log.info('cluster.seed_answered', { seed, attempts: attempt, waited_ms: Date.now() - t0 });
+            return [...st.etcd.endpoints];
+          }
+          errors.push(`${seed}: ${st.name} is a ${st.role} without etcd endpoints`);
+          refused = true;
+        } finally {
+          link.close('asked');
+        }
+      } catch (e) {
+        errors.push(`${seed}: ${(e as Error).message}`);
+        if ((e as { code?: string }).code === 'CLUSTER_REFUSED') refused = true;
       }
-    } catch (e) {
-      errors.push(`${seed}: ${(e as Error).message}`);
     }
+    const waited = Date.now() - t0;
+    if (refused || waited >= waitMs) {
+      throw Object.assign(new Error(`cannot join: no seed answered with its etcd${waited > 0 ? ` (tried for ${waited} ms)` : ''} (${errors.join('; ')})`), { code: 'CLUSTER_JOIN_FAILED' });
+    }
+    if (attempt === 1 || Date.now() - lastLog >= 5000) {
+      lastLog = Date.now();
+      log.info('cluster.seed_wait', { seeds: cfg.cluster.seeds, attempts: attempt, waited_ms: waited, limit_ms: waitMs, errors });
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
-  throw Object.assign(new Error(`cannot join: no seed answered with its etcd (${errors.join('; ')})`), { code: 'CLUSTER_JOIN_FAILED' });
 }
 
 /** How long a join waits for etcd to accept its member add (cores started together). */
@@ -110,7 +133,7 @@ export async function startClusterEtcd(cfg: Config, log: Logger): Promise<Cluste
     log.info('cluster.etcd_member_restart', { data_dir: dataDir });
     member = await startManagedEtcd({ ...base, clusterState: 'new' });
   } else if (c.seeds.length > 0) {
-    const urls = await seedEtcd(cfg, log);
+    const urls = await seedEtcd(cfg, log, JOIN_WAIT_MS);
     log.info('cluster.etcd_member_join', { data_dir: dataDir, cluster_etcd: urls });
     member = await joinWhenAccepted(() => joinManagedEtcd({ ...base, clientUrls: urls }), log);
   } else {

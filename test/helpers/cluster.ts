@@ -75,11 +75,7 @@ export class ClusterNode {
   async start(timeoutMs = 30_000): Promise<this> {
     const fresh = this.mqttPort === 0;
     for (let attempt = 1; ; attempt++) {
-      if (this.mqttPort === 0) {
-        const got = new Set<number>();
-        while (got.size < (this.spec.managed ? 7 : 5)) got.add(await freePort());
-        [this.mqttPort, this.wsPort, this.httpPort, this.clusterPort, this.forwardPort, this.etcdClientPort = 0, this.etcdPeerPort = 0] = [...got] as number[] as [number, number, number, number, number, number?, number?];
-      }
+      await this.pickPorts();
       const logged = this.logs.length;
       this.spawn();
       try {
@@ -93,6 +89,14 @@ export class ClusterNode {
         this.mqttPort = 0;
       }
     }
+  }
+
+  /** Picks the node's ports (once), e.g. to name it as a seed before it runs. */
+  async pickPorts(): Promise<void> {
+    if (this.mqttPort !== 0) return;
+    const got = new Set<number>();
+    while (got.size < (this.spec.managed ? 7 : 5)) got.add(await freePort());
+    [this.mqttPort, this.wsPort, this.httpPort, this.clusterPort, this.forwardPort, this.etcdClientPort = 0, this.etcdPeerPort = 0] = [...got] as number[] as [number, number, number, number, number, number?, number?];
   }
 
   /** Spawns without waiting (for nodes expected to fail at start). */
