@@ -4,6 +4,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
 import type { Authorizer } from '../auth/types.js';
 import type { QoS } from '../protocol/codec.js';
+import type { Journal } from '../store/journal.js';
 import { Counters } from '../metrics/counters.js';
 import type { Transport } from '../transport/types.js';
 import { ClientConnection } from './connection.js';
@@ -68,6 +69,8 @@ export class Broker {
   readonly claiming = new Map<string, ClientConnection>();
   /** Worker-threaded: every worker's counters, for node-wide $SYS figures. */
   nodeCounters: Counters[] | null = null;
+  /** Durable node (durability.sync not "none"): what this engine writes to the store. */
+  journal: Journal | null = null;
 
   constructor(readonly cfg: Config, readonly log: Logger, readonly auth: Authorizer, counters?: Counters) {
     this.counters = counters ?? new Counters();
@@ -128,10 +131,20 @@ export class Broker {
       this.counters.sessions = this.sessions.size;
     }
     s.conn = conn;
+    s.offSince = 0;
     this.sharedOnline(s, 1);
     this.counters.connected++;
     s.expiryInterval = expiry;
     conn.session = s;
+    const j = this.journal;
+    if (j !== null) {
+      // A persistent session is written as it is now; one that will not outlive this
+      // connection (Session Expiry 0) leaves the store.
+      if (expiry > 0) j.saveSession(s);
+      else if (s.stored) j.dropSession(s);
+      // The will, so that a crash of the node still publishes it [MQTT-3.1.2-8].
+      if (conn.will && !conn.discardWill) j.saveWill(conn.clientId, { msg: conn.will, delay: Math.min(conn.willDelay, expiry), at: 0 });
+    }
     return present;
   }
 
@@ -146,6 +159,7 @@ export class Broker {
       // The old connection's will: published now unless the session lives on and the
       // will was delayed, in which case the new connection cancels it [MQTT-3.1.3-9].
       if (old.will && !old.discardWill && (cleanStart || old.willDelay === 0)) this.publishWill(old.will);
+      if (old.will) this.journal?.dropWill(s.clientId);
       old.will = null;
       s.conn = null;
       this.sharedOnline(s, -1);
@@ -158,6 +172,7 @@ export class Broker {
       clearTimeout(s.willTimer);
       s.willTimer = null;
       if (cleanStart && s.pendingWill) this.publishWill(s.pendingWill);
+      if (s.pendingWill) this.journal?.dropWill(s.clientId);
       s.pendingWill = null;
     }
     if (s.expiryTimer) {
@@ -177,6 +192,11 @@ export class Broker {
     conn.session = null;
     this.redispatchShared(s, conn.clientId);
     const will = conn.will && !conn.discardWill && !this.stopping ? conn.will : null;
+    const j = this.journal;
+    // Its will record goes once the will is published or discarded (DISCONNECT 0x00); a
+    // node stopping keeps it, to be published when the node starts again, as after a crash.
+    if (j !== null && conn.will && !this.stopping && !(will && s.expiryInterval > 0 && Math.min(conn.willDelay, s.expiryInterval) > 0)) j.dropWill(s.clientId);
+    s.offSince = Date.now();
     if (s.expiryInterval === 0) {
       if (will) this.publishWill(will);
       this.endSession(s);
@@ -185,16 +205,30 @@ export class Broker {
     if (will) {
       const delay = Math.min(conn.willDelay, s.expiryInterval);
       if (delay === 0) this.publishWill(will);
-      else {
-        s.willTimer = setTimeout(() => {
-          s.willTimer = null;
-          s.pendingWill = null;
-          this.publishWill(will);
-        }, delay * 1000);
-        s.pendingWill = will;
-      }
+      else this.delayWill(s, will, Date.now() + delay * 1000);
     }
-    if (s.expiryInterval !== NEVER_EXPIRES) this.armExpiry(s, Date.now() + s.expiryInterval * 1000);
+    if (s.stored) j?.saveSession(s);
+    if (s.expiryInterval !== NEVER_EXPIRES) this.armExpiry(s, s.offSince + s.expiryInterval * 1000);
+  }
+
+  /** A will published at `at` unless the session is taken up again first [MQTT-3.1.3-9 v5]. */
+  delayWill(s: Session, will: Message, at: number): void {
+    s.pendingWill = will;
+    this.journal?.saveWill(s.clientId, { msg: will, delay: 0, at });
+    s.willTimer = setTimeout(() => {
+      s.willTimer = null;
+      s.pendingWill = null;
+      this.journal?.dropWill(s.clientId);
+      this.publishWill(will);
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** A session recovered from the store (offline since `off`), before any client connects. */
+  restoreSession(clientId: string, t: SessionTransfer, off: number): void {
+    this.adoptSession(clientId, t);
+    const s = this.sessions.get(clientId)!;
+    s.offSince = off;
+    if (s.expiryInterval !== NEVER_EXPIRES) this.armExpiry(s, off + s.expiryInterval * 1000);
   }
 
   private armExpiry(s: Session, at: number): void {
@@ -218,9 +252,13 @@ export class Broker {
     if (s.willTimer) {
       clearTimeout(s.willTimer);
       s.willTimer = null;
-      if (s.pendingWill && !this.stopping) this.publishWill(s.pendingWill);
+      if (s.pendingWill && !this.stopping) {
+        this.journal?.dropWill(s.clientId);
+        this.publishWill(s.pendingWill);
+      }
     }
     s.pendingWill = null;
+    if (s.stored) this.journal?.dropSession(s);
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     s.expiryTimer = null;
     this.counters.addQueued(-s.queue.length, -s.queueBytes);
@@ -230,7 +268,7 @@ export class Broker {
   }
 
   /** The will's topic was authorized at CONNECT; its expiry is relative until now. */
-  private publishWill(m: Message): void {
+  publishWill(m: Message): void {
     this.counters.willsPublished++;
     this.received(m.expiresAt === 0 ? m : { ...m, expiresAt: Date.now() + m.expiresAt });
   }
@@ -307,6 +345,7 @@ export class Broker {
       if (sub.group !== null && s.conn) this.router?.memberOnline(sub.filter, sub.group, 1);
     }
     this.counters.subscriptions = this.index.size;
+    if (s.stored) this.journal?.saveSession(s);
     return prev === undefined;
   }
 
@@ -318,6 +357,7 @@ export class Broker {
     if (sub.group !== null && s.conn) this.router?.memberOnline(sub.filter, sub.group, -1);
     this.routeRef(sub, -1);
     this.counters.subscriptions = this.index.size;
+    if (s.stored) this.journal?.saveSession(s);
     return true;
   }
 
@@ -364,6 +404,7 @@ export class Broker {
       if (retain) {
         this.retained.set(m);
         this.counters.retainedStored = this.retained.size;
+        if (!m.topic.startsWith('$SYS/')) this.journal?.setRetained(m);
       }
       return this.deliverLocal(m, true, null);
     }
@@ -432,7 +473,11 @@ export class Broker {
       const nonShared = (mask & low) !== 0;
       if (r.forward(w, m, nonShared, gs, seq) && (nonShared || gs !== null)) n++;
     }
-    if (seq > 0 && this.retained.set(m, seq)) this.counters.retainedStored = this.retained.size;
+    if (seq > 0 && this.retained.set(m, seq)) {
+      this.counters.retainedStored = this.retained.size;
+      // The publisher's worker writes it (the others hold replicas); a cluster keeps it in etcd.
+      if (!r.clustered && !m.topic.startsWith('$SYS/')) this.journal?.setRetained(m);
+    }
     const mine = (mask & bit) !== 0;
     if (mine || localGroups !== null) {
       const missed = localGroups !== null ? this.scratchMissed : null;
@@ -708,6 +753,7 @@ export class Broker {
       const members = this.index.groupMembers(filter, group);
       if ((members && this.deliverShared(d.msg, group, filter, members, clientId)) || this.forwardShared(d.msg, group, filter)) {
         this.counters.sharedRedispatched++;
+        this.forget(s, d);
       } else if (s.expiryInterval > 0) this.enqueue(s, d); // nobody else: keep it for this member
     }
   }
@@ -725,8 +771,16 @@ export class Broker {
   }
 
   deliverTo(s: Session, d: Delivery): void {
+    // A persistent session keeps its QoS 1/2 messages in the store until they are done
+    // (QoS 0 to a connected client never touches the disk).
+    if (s.stored && d.qos > 0 && d.seq === undefined && !isExpired(d.msg, Date.now())) this.journal?.addMessage(s, d);
     if (s.conn) s.conn.deliver(d);
     else this.enqueue(s, d);
+  }
+
+  /** A message of `s` that is done, dropped or expired leaves the store. */
+  forget(s: Session, d: Delivery): void {
+    if (d.seq !== undefined) this.journal?.dropMessage(s.clientId, d);
   }
 
   /** Adds to a session's queue under the configured bound and overflow policy (counted). */
@@ -734,6 +788,7 @@ export class Broker {
     const q = this.cfg.mqtt;
     if (isExpired(d.msg, Date.now())) {
       this.counters.droppedExpired++;
+      this.forget(s, d);
       return;
     }
     if (d.qos === 0 && !s.conn && !q.queue_qos0) {
@@ -742,8 +797,13 @@ export class Broker {
     }
     if (s.queue.length >= q.max_queued_messages) {
       this.counters.droppedQueueFull++;
-      if (q.queue_overflow === 'drop_new' || s.queue.length === 0) return;
-      this.dequeued(s, s.queue.shift()!);
+      if (q.queue_overflow === 'drop_new' || s.queue.length === 0) {
+        this.forget(s, d);
+        return;
+      }
+      const old = s.queue.shift()!;
+      this.dequeued(s, old);
+      this.forget(s, old);
     }
     s.queue.push(d);
     const b = deliveryBytes(d);

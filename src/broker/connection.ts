@@ -8,6 +8,7 @@ import type { Transport } from '../transport/types.js';
 import type { Broker } from './broker.js';
 import type { Message } from './message.js';
 import { isExpired, remainingExpiry } from './message.js';
+import { M_PUBLISH } from '../store/journal.js';
 import type { Delivery, Session } from './session.js';
 import { handleConnect } from './handlers/connect.js';
 import { handlePublish } from './handlers/publish.js';
@@ -375,7 +376,12 @@ export class ClientConnection {
       this.broker.enqueue(s, d);
       return;
     }
-    if (this.writePublish(d, id, false)) s.inflight.set(id, { d, state: 'publish' });
+    if (this.writePublish(d, id, false)) {
+      s.inflight.set(id, { d, state: 'publish' });
+      // QoS 2 keeps its packet id in the store, so that a restart resends it as the same
+      // message, never as a new one [MQTT-4.3.3]. (QoS 1 resent with a new id is allowed.)
+      if (d.qos === 2 && d.seq !== undefined) this.broker.journal?.markMessage(s.clientId, d, id, M_PUBLISH);
+    } else this.broker.forget(s, d);
   }
 
   /** Moves queued deliveries out while the window and the write buffer allow. */
@@ -390,6 +396,7 @@ export class ClientConnection {
       this.broker.dequeued(s, d);
       if (isExpired(d.msg, now)) {
         this.broker.counters.droppedExpired++;
+        this.broker.forget(s, d);
         continue;
       }
       if (d.qos === 0) this.writePublish(d, 0, false);

@@ -13,6 +13,8 @@ export interface Delivery {
   readonly subIds: number[] | undefined;
   /** Set when the message came through a shared subscription (for redispatch). */
   readonly shared: { group: string; filter: string } | undefined;
+  /** Its number in the store, while a persistent session holds it (src/store/journal.ts). */
+  seq?: number | undefined;
 }
 
 export interface InflightEntry {
@@ -38,6 +40,12 @@ export class Session {
   pendingWill: Message | null = null;
   /** The connection that owns the session right now, or null while offline. */
   conn: ClientConnection | null = null;
+  /** Durable node: the session is in the store (it is persistent). */
+  stored = false;
+  /** When its last connection went (ms since the epoch; 0 while connected). */
+  offSince = 0;
+  /** Next number of a message kept in the store for it. */
+  msgSeq = 1;
   private nextId = 1;
 
   constructor(readonly clientId: string) {}

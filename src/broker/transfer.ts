@@ -12,6 +12,9 @@ export interface SessionTransfer {
   readonly inflight: [number, Delivery, 'publish' | 'pubrel'][];
   readonly inboundQos2: number[];
   readonly nextId: number;
+  /** Durable node: the session is in the store, and the next number of its stored messages. */
+  readonly stored?: boolean;
+  readonly msgSeq?: number;
 }
 
 export function exportSession(s: Session): SessionTransfer {
@@ -22,6 +25,8 @@ export function exportSession(s: Session): SessionTransfer {
     inflight: [...s.inflight].map(([id, e]) => [id, e.d, e.state]),
     inboundQos2: [...s.inboundQos2],
     nextId: s.peekNextId(),
+    stored: s.stored,
+    msgSeq: s.msgSeq,
   };
 }
 
@@ -49,5 +54,7 @@ export function importSession(clientId: string, t: SessionTransfer): Session {
   for (const [id, d, state] of t.inflight) s.inflight.set(id, { d: reviveDelivery(d), state });
   for (const id of t.inboundQos2) s.inboundQos2.add(id);
   s.setNextId(t.nextId);
+  s.stored = t.stored ?? false;
+  s.msgSeq = t.msgSeq ?? 1;
   return s;
 }

@@ -31,6 +31,7 @@ export interface CliStartOptions {
   etcdClientPort?: number;
   etcdPeerPort?: number;
   leaseTtl?: number;
+  durability?: 'batch' | 'always' | 'none';
 }
 
 export type Command =
@@ -70,6 +71,7 @@ const FLAG_ARG: Record<string, string> = {
   '--dns-name': 'NAME',
   '--etcd': 'URL[,URL...]',
   '--lease-ttl': 'SECONDS',
+  '--durability': 'MODE',
 };
 
 export function mainUsage(): string {

@@ -142,6 +142,10 @@ export const DEFAULTS: Config = deepFreeze({
     claim_timeout_ms: 2000,
     route_commit_timeout_ms: 10_000,
   },
+  durability: {
+    sync: 'none',
+    batch_ms: 10,
+  },
 });
 
 /** DEFAULTS is shared: freeze it so a stray mutation throws instead of leaking into every later load. */

@@ -106,7 +106,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     path: 'node.data_dir',
     type: nonEmpty,
-    doc: 'Directory for node state on disk. This release keeps sessions, retained messages and subscriptions in memory only.',
+    doc: 'Directory for node state on disk: the store (`store/`, see `durability.sync`), a managed etcd member (`etcd/`), a replicant\'s `cluster.json`.',
     cli: { flag: '--data-dir', key: 'dataDir' },
   },
   {
@@ -300,6 +300,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'TTL of each node\'s etcd lease, in seconds. Every entry a node owns hangs on it: a node silent this long is `stopped` and its non-persistent routes and sessions disappear.',
     cli: { flag: '--lease-ttl', key: 'leaseTtl' },
   },
+  // durability
+  {
+    path: 'durability.sync',
+    type: enumOf('batch', 'always', 'none'),
+    doc: 'Persistent sessions (their subscriptions, QoS 1/2 messages queued or in flight, inbound QoS 2 ids), wills and, outside a cluster, retained messages are kept in the store under `<node.data_dir>/store` (LMDB) and survive a crash: `batch` group-commits every `batch_ms`, `always` commits each event-loop turn; PUBACK / PUBREC / SUBACK follow the commit of what their packet wrote. `none` keeps everything in memory only (docs/durability.md).',
+    cli: { flag: '--durability', key: 'durability' },
+  },
+  { path: 'durability.batch_ms', type: int(1, 1000), doc: 'With `sync: "batch"`, writes are gathered this long (milliseconds) into one transaction.' },
   { path: 'cluster.tls', type: bool, doc: 'Inter-node connections over TLS with the node\'s certificate (`listeners.tls.cert`, `key`; peers verified against `listeners.tls.ca`); also etcd\'s: a managed member on mutual TLS for clients and peers, https:// external endpoints dialled with the node\'s certificate.' },
   { path: 'cluster.forward_max_bytes', type: int(65536, I32), doc: 'Bytes (unsent plus unacknowledged) that one worker thread keeps for one peer before its publishers are paused; QoS 0 beyond it is dropped (counted).' },
   { path: 'cluster.forward_flush_ms', type: int(0, 100), doc: 'Messages for another node are gathered this long (milliseconds) into one write on each forward connection (frames past 64 KiB go at once); 0 writes once per event-loop turn. At modest rates a loop turn holds one message, so the default millisecond saves most of a write per message (benchmark.md, cross-node p2p) for at most that much more latency.' },

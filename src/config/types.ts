@@ -145,4 +145,11 @@ export interface Config {
   mqtt: MqttConfig;
   auth: AuthConfig;
   cluster: ClusterConfig;
+  durability: DurabilityConfig;
+}
+
+export interface DurabilityConfig {
+  /** "batch": group commit every batch_ms; "always": a commit per event-loop turn; "none": memory only. */
+  sync: 'batch' | 'always' | 'none';
+  batch_ms: number;
 }

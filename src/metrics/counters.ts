@@ -41,6 +41,10 @@ export const COUNTER_NAMES = [
   'forwardedRemote', // messages sent to other nodes (once per node)
   'forwardedInRemote', // messages other nodes sent here
   'forwardDroppedRemote', // QoS 0 to another node dropped (unreachable, full), or to a node not (yet) a peer
+  // Durable node (zero with durability.sync "none").
+  'storeWrites', // records written or removed in the store
+  'storeWriteFailed', // a store write failed: the packet that caused it was not acknowledged
+  'sessionsRecovered', // persistent sessions read back from the store at start-up
   // Gauges.
   'connectionsOpen', // accepted sockets not yet closed
   'connected', // past CONNACK

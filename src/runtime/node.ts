@@ -13,6 +13,10 @@ import { inlineProbe, type NodeProbe } from './probe.js';
 import { moveManagedMember, seedEtcd, startClusterEtcd, withSeeds, type ClusterEtcd } from './cluster-etcd.js';
 import { listMembers } from '../cluster/etcd/members.js';
 import type { HttpRoute } from '../mgmt/http.js';
+import type { RootDatabase } from 'lmdb';
+import { attachJournal, openEngineStore, restoreSessions, scheduleWills, storeDir } from '../store/engine-store.js';
+import { recoverStore, type Recovered } from '../store/recovery.js';
+import { reviveMessage } from '../broker/transfer.js';
 
 export interface RunningNode {
   /** State for the API and tests (the engines may run on other threads). */
@@ -219,6 +223,24 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
   const broker = new Broker(cfg, log, auth);
   const probe = inlineProbe(broker);
   const listeners: Listener[] = [];
+  // Durable node: the store is read back before any client can connect.
+  let store: RootDatabase | null = null;
+  let recovered: Recovered | null = null;
+  try {
+    store = openEngineStore(cfg);
+    if (store) {
+      attachJournal(broker, store);
+      recovered = await recoverStore(store);
+      restoreSessions(broker, recovered.sessions);
+      for (const m of recovered.retained) broker.retained.set(reviveMessage(m));
+      broker.counters.retainedStored = broker.retained.size;
+      log.info('store.recovered', { dir: storeDir(cfg), ...recovered.counts, retained: recovered.retained.length });
+    }
+  } catch (e) {
+    await store?.close();
+    await auth.close();
+    throw e;
+  }
 
   const closeAll = async () => {
     for (const x of listeners.splice(0).reverse()) await x.close().catch(() => undefined);
@@ -233,6 +255,7 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
     throw e;
   }
   broker.start();
+  if (recovered) scheduleWills(broker, recovered.wills);
   status = 'running';
   log.info('node.running', {
     version: VERSION, uws_native: native, accept: 'single',
@@ -257,6 +280,9 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
         // (closing a uWS listener also closes its remaining sockets).
         await broker.stop(cfg.node.shutdown_timeout_ms);
         await closeAll();
+        // What the sessions wrote as their connections closed is on disk before the store closes.
+        await broker.journal?.barrier();
+        await store?.close();
         await auth.close();
         log.info('node.stopped', { reason });
       })();

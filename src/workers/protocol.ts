@@ -19,12 +19,16 @@ export interface WorkerData {
   accept: SharedAccept;
   /** Cluster: the port to the replication thread (src/cluster/agent.ts AgentToWorker). */
   agentPort: MessagePort | null;
+  /** Durable node, first start: read this worker's share of the store back (src/store/recovery.ts). */
+  recover: boolean;
   /** Accept {type:'fault'} (tests of the supervisor). */
   faultInjection: boolean;
 }
 
 export type ToWorker =
   | { type: 'stop'; timeoutMs: number }
+  /** Durable node: every worker restored its recovered sessions; publish the recovered wills. */
+  | { type: 'recovered' }
   | { type: 'probe'; reqId: number; query: ProbeQuery }
   | { type: 'release'; reqId: number; clientId: string; cleanStart: boolean }
   | { type: 'retainedSnapshot'; reqId: number }
@@ -42,7 +46,8 @@ export type FromWorkerRequest =
   | { type: 'remoteRelease'; clientId: string; cleanStart: boolean };
 
 export type FromWorker =
-  | { type: 'ready'; slot: number }
+  /** `recovered`: the client ids of the sessions read back from the store, and what was found. */
+  | { type: 'ready'; slot: number; recovered?: { ids: string[]; counts: Record<string, number> } }
   | { type: 'failed'; message: string; code: string | undefined }
   | { type: 'log'; line: string }
   | { type: 'reply'; reqId: number; value: unknown }

@@ -2,6 +2,7 @@
 // workers, restarts a worker that dies, keeps the session registry (client id → worker),
 // answers probes by asking the workers, serves HTTP (docs/workers.md).
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { openEngineStore, storeDir } from '../store/engine-store.js';
 import type { Message } from '../broker/message.js';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Config } from '../config/types.js';
@@ -166,6 +167,18 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   const registry = new Map<string, number>();
   /** Claims of one client id run one after the other. */
   const claimChain = new Map<string, Promise<void>>();
+
+  // ---- durable state ----------------------------------------------------------------
+  // A node outside a cluster (in a cluster, etcd holds session ownership and retained
+  // messages, issue 12): the store is opened here first (a foreign or corrupt one stops the
+  // start with its reason), then each worker reads its own share of the sessions back, in
+  // parallel, before it reports ready (src/store/recovery.ts); the registry learns them then.
+  const durable = !clustered && cfg.durability.sync !== 'none';
+  if (durable) await openEngineStore(cfg)?.close();
+  const recoveredCounts: Record<string, number>[] = [];
+  // Recovered retained messages carry sequence number 1 on every worker: later updates count from 2.
+  if (durable) Atomics.add(new BigInt64Array(plan.control, CONTROL_WORDS * 4, 1), 0, 1n);
+  const firstSpawn = new Set(slots.map((x) => x.id));
   const runningWaiters: (() => void)[] = [];
 
   const post = (s: Slot, m: ToWorker): void => s.worker?.postMessage(m);
@@ -325,7 +338,9 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       rep.postMessage({ type: 'workerPort', worker: s.id, port: ch.port1 } satisfies ToReplicator, [ch.port1]);
       agentPort = ch.port2;
     }
-    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection, agentPort };
+    // A worker's first start reads its share of the store; one restarted after a crash does not (yet).
+    const recover = durable && firstSpawn.delete(s.id);
+    const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection, agentPort, recover };
     const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}`, transferList: agentPort ? [agentPort] : [] });
     s.worker = w;
     w.on('error', (e) => log.error('worker.error', { worker: s.id, error: e }));
@@ -335,6 +350,10 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         if (m.type === 'ready') {
           w.off('message', first);
           s.readerSlot = m.slot;
+          if (m.recovered) {
+            for (const id of m.recovered.ids) registry.set(id, s.id);
+            recoveredCounts.push(m.recovered.counts);
+          }
           s.state = 'running';
           for (const f of runningWaiters.splice(0)) f();
           resolve();
@@ -427,6 +446,13 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
 
   try {
     await Promise.all(slots.map((s) => spawn(s, [])));
+    if (durable) {
+      const sum: Record<string, number> = {};
+      for (const c of recoveredCounts) for (const [k, v] of Object.entries(c)) sum[k] = k === 'ms' || k === 'retained' ? Math.max(sum[k] ?? 0, v) : (sum[k] ?? 0) + v;
+      log.info('store.recovered', { dir: storeDir(cfg), ...sum, workers: recoveredCounts.length });
+      // Every recovered session is routed now: the recovered wills may go.
+      for (const s of slots) post(s, { type: 'recovered' });
+    }
   } catch (e) {
     await stopAll(1000);
     // The shared sockets (if any) stay as they are: a worker that adopted one closed its fd
@@ -557,3 +583,4 @@ async function chooseAccept(cfg: Config, log: Logger): Promise<SharedAccept> {
   }
   return { path: 'shared-fd', fds };
 }
+

@@ -4,6 +4,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { createAuthorizer } from '../auth/authorizer.js';
 import { Broker } from '../broker/broker.js';
 import type { SessionTransfer } from '../broker/transfer.js';
+import { attachJournal, openEngineStore, restoreSessions, scheduleWills } from '../store/engine-store.js';
+import { recoverStore, type Recovered } from '../store/recovery.js';
+import { shareOf } from '../store/share.js';
 import { reviveMessage } from '../broker/transfer.js';
 import { Logger } from '../log/logger.js';
 import { Counters } from '../metrics/counters.js';
@@ -94,7 +97,21 @@ async function main(): Promise<void> {
   broker.gate = fabric.gate();
   for (const [m, seq] of data.retained) broker.retained.set(reviveMessage(m), seq);
   broker.counters.retainedStored = broker.retained.size;
+  // Durable node: this worker's own handle on the store, and its share of the recovered
+  // sessions (routed before the worker says it is ready).
+  const store = openEngineStore(cfg);
+  if (store) attachJournal(broker, store);
   fabric.start();
+  let recovered: Recovered | null = null;
+  if (store && data.recover) {
+    // This worker's share of the sessions, routed before the worker says it is ready.
+    recovered = await recoverStore(store, Date.now(), (clientId) => shareOf(clientId, plan.workers) === id);
+    restoreSessions(broker, recovered.sessions);
+    for (const m of recovered.retained) broker.retained.set(reviveMessage(m), 1);
+    broker.counters.retainedStored = broker.retained.size;
+    const routed = fabric.sync();
+    if (routed !== null) await routed;
+  }
 
   let stopping: Promise<void> | null = null;
   port.on('message', (m: ToWorker) => {
@@ -105,9 +122,15 @@ async function main(): Promise<void> {
         f?.(m.value);
         return;
       }
-      case 'release':
-        send({ type: 'reply', reqId: m.reqId, value: broker.handOver(m.clientId, m.cleanStart) });
+      case 'release': {
+        const value = broker.handOver(m.clientId, m.cleanStart);
+        // Durable node: what this worker wrote of the session is on disk before the new
+        // owner writes it (LMDB commits each thread's batch on its own).
+        const flushed = broker.journal?.barrier() ?? null;
+        if (flushed === null) send({ type: 'reply', reqId: m.reqId, value });
+        else void flushed.then(() => send({ type: 'reply', reqId: m.reqId, value }));
         return;
+      }
       case 'dropRemote':
         void forwarder?.takeover(m.node, m.clientId, true);
         return;
@@ -133,9 +156,16 @@ async function main(): Promise<void> {
         closeUwsNow();
         realExit(1);
         return;
+      case 'recovered':
+        // Every worker has its sessions routed: the wills recovered with this worker's share go now.
+        if (recovered) scheduleWills(broker, recovered.wills);
+        return;
       case 'stop':
         stopping ??= (async () => {
           await broker.stop(m.timeoutMs);
+          // What the sessions wrote as their connections closed is on disk before the thread ends.
+          await broker.journal?.barrier();
+          await store?.close();
           closeUwsNow();
           for (const l of listeners.splice(0).reverse()) await l.close().catch(() => undefined);
           await fabric.stop();
@@ -167,7 +197,10 @@ async function main(): Promise<void> {
     return;
   }
   broker.start();
-  send({ type: 'ready', slot: fabric.readerSlot });
+  send({
+    type: 'ready', slot: fabric.readerSlot,
+    ...(recovered ? { recovered: { ids: recovered.sessions.map((r) => r.clientId), counts: { ...recovered.counts, retained: recovered.retained.length } } } : {}),
+  });
 }
 
 void main().catch((e: unknown) => {

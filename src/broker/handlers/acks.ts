@@ -1,6 +1,7 @@
 // PUBACK / PUBREC / PUBREL / PUBCOMP [MQTT-3.4 .. 3.7, 4.3].
 import type { IPubackPacket, IPubcompPacket, IPubrecPacket, IPubrelPacket, Packet } from '../../protocol/codec.js';
 import type { ClientConnection } from '../connection.js';
+import { M_PUBREL } from '../../store/journal.js';
 
 /** Outbound QoS 1 done. An unknown identifier is ignored. */
 export function handlePuback(c: ClientConnection, p: IPubackPacket): void {
@@ -8,6 +9,7 @@ export function handlePuback(c: ClientConnection, p: IPubackPacket): void {
   const e = s.inflight.get(p.messageId!);
   if (!e || e.d.qos !== 1) return;
   s.inflight.delete(p.messageId!);
+  c.broker.forget(s, e.d);
   c.ackReleased();
 }
 
@@ -22,10 +24,12 @@ export function handlePubrec(c: ClientConnection, p: IPubrecPacket): void {
   }
   if ((p.reasonCode ?? 0) >= 0x80) {
     s.inflight.delete(id);
+    c.broker.forget(s, e.d);
     c.ackReleased();
     return;
   }
   e.state = 'pubrel';
+  if (e.d.seq !== undefined) c.broker.journal?.markMessage(s.clientId, e.d, id, M_PUBREL);
   c.send({ cmd: 'pubrel', messageId: id } as Packet);
 }
 
@@ -34,6 +38,7 @@ export function handlePubrel(c: ClientConnection, p: IPubrelPacket): void {
   const s = c.session!;
   const id = p.messageId!;
   const known = s.inboundQos2.delete(id);
+  if (known && s.stored) c.broker.journal?.saveSession(s);
   const rc = !known && c.isV5 ? 0x92 : undefined;
   c.send({ cmd: 'pubcomp', messageId: id, reasonCode: rc } as Packet);
 }
@@ -43,5 +48,6 @@ export function handlePubcomp(c: ClientConnection, p: IPubcompPacket): void {
   const e = s.inflight.get(p.messageId!);
   if (!e || e.state !== 'pubrel') return;
   s.inflight.delete(p.messageId!);
+  c.broker.forget(s, e.d);
   c.ackReleased();
 }

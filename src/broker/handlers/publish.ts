@@ -76,7 +76,27 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   if (p.qos === 0) return;
   // 3.1.1 has no reason codes: a refused QoS 1/2 message is acknowledged and dropped.
   const rc = v5 && code !== 0 ? code : undefined;
-  if (p.qos === 1) return c.ackInOrder({ cmd: 'puback', messageId: id, reasonCode: rc } as Packet, remote);
-  if (code < 0x80) s.inboundQos2.add(id);
-  c.ackInOrder({ cmd: 'pubrec', messageId: id, reasonCode: rc } as Packet, remote);
+  if (p.qos === 2 && code < 0x80) {
+    s.inboundQos2.add(id);
+    if (s.stored) b.journal?.saveSession(s);
+  }
+  // Durable node: the acknowledgement also waits until what the message wrote (the
+  // subscribers' stored copies, the retained message, this id) is on disk.
+  const wait = durable(c, remote);
+  c.ackInOrder({ cmd: p.qos === 1 ? 'puback' : 'pubrec', messageId: id, reasonCode: rc } as Packet, wait);
+}
+
+/** `remote` and the store's barrier; a failed store write closes the connection unacknowledged (the client sends again). */
+function durable(c: ClientConnection, remote: Promise<void> | null): Promise<void> | null {
+  const stored = c.broker.journal?.barrier() ?? null;
+  if (stored === null) return remote;
+  const both = remote === null ? stored : Promise.all([stored, remote]).then(([ok]) => ok);
+  return both.then((ok) => {
+    if (!ok) {
+      c.broker.counters.storeWriteFailed++;
+      c.protocolClose(0x80, 'the store could not write the message');
+      // Never resolves: no acknowledgement for it (the connection is closing).
+      return new Promise<void>(() => undefined);
+    }
+  });
 }

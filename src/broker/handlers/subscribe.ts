@@ -59,7 +59,7 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
       for (const m of b.retainedFor(sub.filter)) {
         const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
         const qos = (m.qos < sub.qos ? m.qos : sub.qos) as QoS;
-        c.deliver({ msg: m, qos, retain: true, subIds, shared: undefined });
+        b.deliverTo(s, { msg: m, qos, retain: true, subIds, shared: undefined });
       }
     }
   };
@@ -70,16 +70,28 @@ export function handleSubscribe(c: ClientConnection, p: ISubscribePacket): void 
   // the SUBACK reaches the subscription. When that takes longer than
   // cluster.route_commit_timeout_ms (etcd lost), the new subscriptions are undone and
   // refused (0x80), so that the client does not count on a route that is not there.
-  const routed = b.router?.sync() ?? null;
+  // Durable node: and once the session's new subscriptions are on disk.
+  const stored = b.journal?.barrier() ?? null;
+  const synced = b.router?.sync() ?? null;
+  let storeOk = true;
+  const routed = stored === null ? synced : Promise.all([synced ?? true, stored]).then(([r, ok]) => {
+    storeOk = ok;
+    if (!ok) b.counters.storeWriteFailed++;
+    return r;
+  });
   if (routed === null) finish();
   else {
     c.hold(routed.then((committed) => {
-      if (committed || !b.router?.clustered || added.length === 0 || c.session !== s) return;
+      const notInCluster = !committed && b.router?.clustered === true;
+      if ((storeOk && !notInCluster) || added.length === 0 || c.session !== s) return;
       for (const { at, key } of added) {
         b.unsubscribe(s, key);
         granted[at] = 0x80;
       }
-      b.log.warn('mqtt.subscribe_not_committed', { client: c.clientId, filters: added.map((a) => a.key), detail: 'the route was not committed to the cluster in time: SUBACK 0x80' });
+      b.log.warn('mqtt.subscribe_not_committed', {
+        client: c.clientId, filters: added.map((a) => a.key),
+        detail: storeOk ? 'the route was not committed to the cluster in time: SUBACK 0x80' : 'the store could not write the subscription: SUBACK 0x80',
+      });
     }), finish);
   }
 }

@@ -1,0 +1,141 @@
+// What one broker engine writes to the store (docs/durability.md, "Layout"): the state of
+// its persistent sessions, the wills of its connections, and (single node) retained
+// messages. Keys are arrays (LMDB's ordered-binary encoding), so that one session's
+// messages are one key range:
+//   ['s', clientId]          session: expiry, subscriptions, inbound QoS 2 ids, next packet id, offline since
+//   ['m', clientId, seq]     one QoS 1/2 message of that session: queued, or sent with its packet id
+//   ['w', clientId]          the will of a connection (or of an offline session, with the time it is due)
+//   ['r', topic]             a retained message (a node outside a cluster; in a cluster etcd holds them)
+// Writes are asynchronous; LMDB gathers those of durability.batch_ms into one transaction
+// (group commit). barrier() resolves once everything written so far is on disk: PUBACK,
+// PUBREC and SUBACK wait for it when their packet wrote something.
+import type { RootDatabase } from 'lmdb';
+import type { Message } from '../broker/message.js';
+import type { Delivery, Session } from '../broker/session.js';
+import type { Subscription } from '../broker/subscription-index.js';
+
+export interface StoredSession {
+  expiry: number;
+  subs: Subscription[];
+  q2: number[];
+  nextId: number;
+  /** When its connection went (ms since the epoch); 0 while connected. */
+  off: number;
+}
+
+/** Message states: waiting in the queue, or sent with packet id `pid` (QoS 2: PUBLISH or PUBREL stage). */
+export const M_QUEUED = 0;
+export const M_PUBLISH = 1;
+export const M_PUBREL = 2;
+
+export interface StoredMessage {
+  d: Omit<Delivery, 'seq'>;
+  pid: number;
+  st: typeof M_QUEUED | typeof M_PUBLISH | typeof M_PUBREL;
+}
+
+export interface StoredWill {
+  msg: Message;
+  /** Will Delay Interval, seconds (already capped by the session expiry). */
+  delay: number;
+  /** When it is due (ms since the epoch), once its connection went; 0 while connected. */
+  at: number;
+}
+
+export class Journal {
+  /** The newest write not yet known to be on disk. */
+  private last: Promise<boolean> | null = null;
+  writes = 0;
+  private onFailure: (e: unknown) => void = () => undefined;
+
+  constructor(private readonly db: RootDatabase, private readonly counters: { storeWrites: number; storeWriteFailed: number } | null = null, onFailure?: (e: unknown) => void) {
+    if (onFailure) this.onFailure = onFailure;
+  }
+
+  private track(p: Promise<boolean>): void {
+    this.writes++;
+    if (this.counters) this.counters.storeWrites++;
+    this.last = p;
+    p.catch((e: unknown) => this.onFailure(e));
+  }
+
+  /**
+   * Resolves true once every write so far is on disk (null: nothing written since the last
+   * barrier that settled), false when a write failed (the caller must not acknowledge).
+   */
+  barrier(): Promise<boolean> | null {
+    const p = this.last;
+    if (p === null) return null;
+    return p.then(
+      () => this.db.flushed.then(() => {
+        if (this.last === p) this.last = null;
+        return true;
+      }),
+      () => false,
+    );
+  }
+
+  // ---- sessions ---------------------------------------------------------------------
+
+  /** The session's own record (not its messages), as it is now. */
+  saveSession(s: Session): void {
+    s.stored = true;
+    const rec: StoredSession = {
+      expiry: s.expiryInterval, subs: [...s.subscriptions.values()], q2: [...s.inboundQos2], nextId: s.peekNextId(),
+      off: s.conn ? 0 : s.offSince || Date.now(),
+    };
+    this.track(this.db.put(['s', s.clientId], rec));
+  }
+
+  /** The session and its messages go (ended, expired, taken by a Clean Start). */
+  dropSession(s: Session): void {
+    s.stored = false;
+    this.track(this.db.remove(['s', s.clientId]));
+    // What it holds in memory (written in this batch perhaps, not yet readable), then
+    // anything else of it already committed.
+    for (const d of s.queue) this.dropMessage(s.clientId, d);
+    for (const e of s.inflight.values()) this.dropMessage(s.clientId, e.d);
+    for (const key of this.db.getKeys({ start: ['m', s.clientId], end: ['m', s.clientId, Number.MAX_SAFE_INTEGER] })) {
+      this.track(this.db.remove(key));
+    }
+  }
+
+  /** A QoS 1/2 delivery enters a persistent session: numbered (per session) and written. */
+  addMessage(s: Session, d: Delivery): void {
+    const seq = s.msgSeq++;
+    d.seq = seq;
+    this.track(this.db.put(['m', s.clientId, seq], toStored(d, 0, M_QUEUED)));
+  }
+
+  /** QoS 2 sent with packet id `pid` (or released, PUBREL): written, so that a restart resends it with the same id. */
+  markMessage(clientId: string, d: Delivery, pid: number, st: typeof M_PUBLISH | typeof M_PUBREL): void {
+    if (d.seq === undefined) return;
+    this.track(this.db.put(['m', clientId, d.seq], toStored(d, pid, st)));
+  }
+
+  /** Done (acknowledged), dropped or expired. */
+  dropMessage(clientId: string, d: Delivery): void {
+    if (d.seq === undefined) return;
+    this.track(this.db.remove(['m', clientId, d.seq]));
+    d.seq = undefined;
+  }
+
+  // ---- wills and retained --------------------------------------------------------
+
+  saveWill(clientId: string, w: StoredWill): void {
+    this.track(this.db.put(['w', clientId], w));
+  }
+
+  dropWill(clientId: string): void {
+    this.track(this.db.remove(['w', clientId]));
+  }
+
+  setRetained(m: Message): void {
+    if (m.payload.length === 0) this.track(this.db.remove(['r', m.topic]));
+    else this.track(this.db.put(['r', m.topic], m));
+  }
+}
+
+function toStored(d: Delivery, pid: number, st: StoredMessage['st']): StoredMessage {
+  return { d: { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shared: d.shared }, pid, st };
+}
