@@ -197,6 +197,42 @@ for (const workers of [0, 2]) {
   });
 }
 
+describe('durability across worker threads', () => {
+  const nodes = useSingleNodes();
+  test('a PUBACK on one worker waits until the subscriber\'s worker has the message on disk (200 ms group commit, kill -9 right after the PUBACK)', T, async () => {
+    const n = await nodes.make(['--durability', 'batch', '--workers', '2'], undefined, { FLEETMQ_DURABILITY__BATCH_MS: '200' }).start();
+    const workerOf = async (id: string): Promise<number | undefined> => {
+      const rows = (await (await fetch(`http://127.0.0.1:${n.httpPort}/api/v1/clients`)).json()) as { clientId?: string; client_id?: string; id?: string; worker?: number }[];
+      return rows.find((r) => (r.clientId ?? r.client_id ?? r.id) === id)?.worker;
+    };
+    const sid = uid('xsub');
+    const topic = uid('dur/x');
+    const s = await connect(n, sid);
+    await rawSubscribe(s.c, [{ topic, qos: 1 }]);
+    const sw = await workerOf(sid);
+    assert.ok(sw !== undefined, 'the subscriber is listed with its worker');
+    // A publisher on the other worker (connections are spread by the kernel: try a few).
+    let p: RawClient | null = null;
+    for (let i = 0; i < 40 && p === null; i++) {
+      const id = uid('xpub');
+      const c = (await connect(n, id, { clean: true, expiry: 0 })).c;
+      if ((await workerOf(id)) !== sw) p = c;
+      else c.socket.destroy();
+    }
+    assert.ok(p, 'a publisher connection on the other worker');
+    const t0 = Date.now();
+    await publish(p, topic, 'across', 1, 1);
+    const acked = Date.now() - t0;
+    await n.kill();
+    assert.ok(acked >= 150, `the PUBACK waited for the other worker's group commit (${acked} ms)`);
+    await n.start();
+    const again = await connect(n, sid);
+    assert.equal(again.present, true);
+    const m = (await expectPacket(again.c, 'publish')) as IPublishPacket;
+    assert.equal(m.payload.toString(), 'across');
+  });
+});
+
 describe('a store that cannot be used is refused at start-up', () => {
   const nodes = useSingleNodes();
   test('a foreign directory or a corrupt store: exit 1, naming the path', T, async () => {

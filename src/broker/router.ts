@@ -86,6 +86,11 @@ export interface Router {
    * settles once that node holds the message (or left the cluster); null otherwise.
    */
   forwardRemote(slot: number, m: Message, nonShared: boolean, groups: readonly GroupRef[] | null): Promise<void> | null;
+  /**
+   * Durable node: a wait for the workers that QoS 1/2 messages were forwarded to since the
+   * last call to have them (and what they wrote to the store) on disk; null when none.
+   */
+  takeDurableWait?(timeoutMs?: number): Promise<boolean> | null;
   /** A retained message set (or cleared) here: the cluster stores it. */
   retainedSet(m: Message, seq: number): void;
 }

@@ -281,6 +281,7 @@ async function startInlineNode(cfg: Config, log: Logger): Promise<RunningNode> {
         await broker.stop(cfg.node.shutdown_timeout_ms);
         await closeAll();
         // What the sessions wrote as their connections closed is on disk before the store closes.
+        broker.journal?.flushNow();
         await broker.journal?.barrier();
         await store?.close();
         await auth.close();

@@ -21,12 +21,13 @@ export function storeDir(cfg: Config): string {
 export function openEngineStore(cfg: Config): RootDatabase | null {
   const d = cfg.durability;
   if (d.sync === 'none' || cfg.cluster.role !== 'none') return null;
-  return openStore(storeDir(cfg), { commitDelayMs: d.sync === 'batch' ? d.batch_ms : 0 });
+  return openStore(storeDir(cfg), { commitDelayMs: 0 });
 }
 
 /** Gives `broker` its journal on `db`; a failed write is logged (and counted by the caller's answer). */
 export function attachJournal(broker: Broker, db: RootDatabase): Journal {
-  broker.journal = new Journal(db, broker.counters, (e) => broker.log.error('store.write_failed', { error: e }));
+  const d = broker.cfg.durability;
+  broker.journal = new Journal(db, broker.counters, (e) => broker.log.error('store.write_failed', { error: e }), d.sync === 'batch' ? d.batch_ms : 0);
   return broker.journal;
 }
 

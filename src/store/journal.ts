@@ -48,8 +48,58 @@ export class Journal {
   writes = 0;
   private onFailure: (e: unknown) => void = () => undefined;
 
-  constructor(private readonly db: RootDatabase, private readonly counters: { storeWrites: number; storeWriteFailed: number } | null = null, onFailure?: (e: unknown) => void) {
+  /** batch_ms > 0: writes wait here until the window closes, then go as one transaction. */
+  private queued: (() => void)[] = [];
+  private window: { timer: NodeJS.Timeout; done: Promise<boolean>; resolve: (ok: boolean) => void; reject: (e: unknown) => void } | null = null;
+
+  constructor(
+    private readonly db: RootDatabase,
+    private readonly counters: { storeWrites: number; storeWriteFailed: number } | null = null,
+    onFailure?: (e: unknown) => void,
+    /** Group-commit window (durability.batch_ms of "batch"); 0: each event-loop turn's writes commit at once ("always"). */
+    private readonly batchMs = 0,
+  ) {
     if (onFailure) this.onFailure = onFailure;
+  }
+
+  /** One write: now ("always"), or in the open window, which then commits as one transaction. */
+  private write(op: () => Promise<boolean>): void {
+    if (this.batchMs === 0) {
+      this.track(op());
+      return;
+    }
+    this.queued.push(() => void op());
+    if (this.window === null) {
+      let resolve!: (ok: boolean) => void;
+      let reject!: (e: unknown) => void;
+      const done = new Promise<boolean>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      const timer = setTimeout(() => this.closeWindow(), this.batchMs);
+      this.window = { timer, done, resolve, reject };
+      this.track(done);
+    } else {
+      this.writes++;
+      if (this.counters) this.counters.storeWrites++;
+    }
+  }
+
+  private closeWindow(): void {
+    const w = this.window;
+    if (w === null) return;
+    this.window = null;
+    clearTimeout(w.timer);
+    const ops = this.queued;
+    this.queued = [];
+    this.db.batch(() => {
+      for (const op of ops) op();
+    }).then(w.resolve, w.reject);
+  }
+
+  /** Writes still in the window go now (a stop, a session handed to another worker). */
+  flushNow(): void {
+    this.closeWindow();
   }
 
   private track(p: Promise<boolean>): void {
@@ -84,19 +134,20 @@ export class Journal {
       expiry: s.expiryInterval, subs: [...s.subscriptions.values()], q2: [...s.inboundQos2], nextId: s.peekNextId(),
       off: s.conn ? 0 : s.offSince || Date.now(),
     };
-    this.track(this.db.put(['s', s.clientId], rec));
+    this.write(() => this.db.put(['s', s.clientId], rec));
   }
 
   /** The session and its messages go (ended, expired, taken by a Clean Start). */
   dropSession(s: Session): void {
     s.stored = false;
-    this.track(this.db.remove(['s', s.clientId]));
+    const id = s.clientId;
+    this.write(() => this.db.remove(['s', id]));
     // What it holds in memory (written in this batch perhaps, not yet readable), then
     // anything else of it already committed.
     for (const d of s.queue) this.dropMessage(s.clientId, d);
     for (const e of s.inflight.values()) this.dropMessage(s.clientId, e.d);
     for (const key of this.db.getKeys({ start: ['m', s.clientId], end: ['m', s.clientId, Number.MAX_SAFE_INTEGER] })) {
-      this.track(this.db.remove(key));
+      this.write(() => this.db.remove(key));
     }
   }
 
@@ -104,35 +155,40 @@ export class Journal {
   addMessage(s: Session, d: Delivery): void {
     const seq = s.msgSeq++;
     d.seq = seq;
-    this.track(this.db.put(['m', s.clientId, seq], toStored(d, 0, M_QUEUED)));
+    const key = ['m', s.clientId, seq];
+    const rec = toStored(d, 0, M_QUEUED);
+    this.write(() => this.db.put(key, rec));
   }
 
   /** QoS 2 sent with packet id `pid` (or released, PUBREL): written, so that a restart resends it with the same id. */
   markMessage(clientId: string, d: Delivery, pid: number, st: typeof M_PUBLISH | typeof M_PUBREL): void {
     if (d.seq === undefined) return;
-    this.track(this.db.put(['m', clientId, d.seq], toStored(d, pid, st)));
+    const key = ['m', clientId, d.seq];
+    const rec = toStored(d, pid, st);
+    this.write(() => this.db.put(key, rec));
   }
 
   /** Done (acknowledged), dropped or expired. */
   dropMessage(clientId: string, d: Delivery): void {
     if (d.seq === undefined) return;
-    this.track(this.db.remove(['m', clientId, d.seq]));
+    const key = ['m', clientId, d.seq];
+    this.write(() => this.db.remove(key));
     d.seq = undefined;
   }
 
   // ---- wills and retained --------------------------------------------------------
 
   saveWill(clientId: string, w: StoredWill): void {
-    this.track(this.db.put(['w', clientId], w));
+    this.write(() => this.db.put(['w', clientId], w));
   }
 
   dropWill(clientId: string): void {
-    this.track(this.db.remove(['w', clientId]));
+    this.write(() => this.db.remove(['w', clientId]));
   }
 
   setRetained(m: Message): void {
-    if (m.payload.length === 0) this.track(this.db.remove(['r', m.topic]));
-    else this.track(this.db.put(['r', m.topic], m));
+    if (m.payload.length === 0) this.write(() => this.db.remove(['r', m.topic]));
+    else this.write(() => this.db.put(['r', m.topic], m));
   }
 }
 

@@ -19,7 +19,7 @@ export class StoreError extends Error {
 }
 
 export interface StoreOptions {
-  /** Milliseconds LMDB gathers writes into one transaction (group commit); 0: every event-loop turn. */
+  /** LMDB's commitDelay (0: the writes of each event-loop turn commit at once; Journal keeps its own group-commit window). */
   commitDelayMs: number;
 }
 

@@ -57,6 +57,17 @@ export class Fabric implements Router {
   private readonly reader: TrieReader;
   private readonly out: (RingProducer | null)[];
   private readonly inbound: RingConsumer[] = [];
+  /** The worker each inbound ring comes from. */
+  private readonly inboundFrom: number[] = [];
+  // Durable node (plan.durable): records written to each worker's ring, records consumed
+  // from each worker with their store writes on disk, and the destinations of QoS 1/2
+  // messages forwarded since the publisher's acknowledgement last asked (durableWait).
+  private readonly durable: Int32Array;
+  private readonly sentTo: number[];
+  private readonly consumedFrom: number[];
+  private readonly shownFrom: number[];
+  private durableShowing = false;
+  private durableMask = 0;
   private readonly loops: RingLoop[] = [];
   private readonly backlog: (Backlog | null)[];
   private readonly routes: RingProducer;
@@ -103,7 +114,19 @@ export class Fabric implements Router {
     };
     for (let w = 0; w < plan.workers; w++) {
       const sab = plan.rings[w]![id];
-      if (sab) this.inbound.push(new RingConsumer(sab));
+      if (sab) {
+        this.inbound.push(new RingConsumer(sab));
+        this.inboundFrom.push(w);
+      }
+    }
+    this.durable = new Int32Array(plan.durable);
+    this.sentTo = new Array<number>(plan.workers).fill(0);
+    this.consumedFrom = new Array<number>(plan.workers).fill(0);
+    this.shownFrom = new Array<number>(plan.workers).fill(0);
+    // A restarted worker continues the counts its predecessor left.
+    for (let w = 0; w < plan.workers; w++) {
+      this.sentTo[w] = Atomics.load(this.durable, id * plan.workers + w);
+      this.consumedFrom[w] = this.shownFrom[w] = Atomics.load(this.durable, w * plan.workers + id);
     }
   }
 
@@ -113,8 +136,9 @@ export class Fabric implements Router {
 
   /** Starts draining the inbound rings (after the broker is ready to deliver). */
   start(): void {
-    for (const c of this.inbound) {
-      const loop = c.start(this.onRecord, { batch: 256, ref: false });
+    for (let i = 0; i < this.inbound.length; i++) {
+      const c = this.inbound[i]!;
+      const loop = c.start(this.recordFrom(this.inboundFrom[i]!), { batch: 256, ref: false });
       loop.done.catch((e: unknown) => this.o.log.error('fabric.ring_loop_failed', { error: e }));
       this.loops.push(loop);
     }
@@ -270,14 +294,105 @@ export class Fabric implements Router {
 
   /** Delivers whatever other workers have forwarded so far, synchronously. */
   private drainInbound(): void {
-    for (const c of this.inbound) {
+    for (let i = 0; i < this.inbound.length; i++) {
       try {
-        c.drain(this.onRecord);
+        this.inbound[i]!.drain(this.recordFrom(this.inboundFrom[i]!));
       } catch (e) {
         // Re-entered from inside a drain (cannot happen from a socket handler) or a bad record.
         this.o.log.error('fabric.drain_failed', { error: e });
       }
     }
+  }
+
+  private readonly fromHandlers: ((data: Buffer, start: number, length: number) => void)[] = [];
+  private durableQueued = false;
+
+  /** The record handler of the ring from worker `from`: delivers, and counts it for durableWait. */
+  private recordFrom(from: number): (data: Buffer, start: number, length: number) => void {
+    let h = this.fromHandlers[from];
+    if (h === undefined) {
+      h = (data, start, length) => {
+        this.consumedFrom[from] = (this.consumedFrom[from]! + 1) | 0;
+        // Shown once per batch of records (after the drain that holds this one).
+        if (!this.durableQueued && this.o.broker.journal !== null) {
+          this.durableQueued = true;
+          queueMicrotask(() => {
+            this.durableQueued = false;
+            this.showDurable();
+          });
+        }
+        this.onRecord(data, start, length);
+      };
+      this.fromHandlers[from] = h;
+    }
+    return h;
+  }
+
+  /**
+   * Durable node: tells each publishing worker how far this one has consumed its records
+   * with their store writes on disk (once the journal's barrier resolves), so that its
+   * PUBACKs can follow (durableWait).
+   */
+  private showDurable(): void {
+    if (this.durableShowing) return;
+    const snap = this.consumedFrom.slice();
+    const n = this.o.plan.workers;
+    const show = (): void => {
+      for (let w = 0; w < n; w++) {
+        if (snap[w] === this.shownFrom[w]) continue;
+        this.shownFrom[w] = snap[w]!;
+        Atomics.store(this.durable, w * n + this.workerId, snap[w]!);
+        Atomics.notify(this.durable, w * n + this.workerId);
+      }
+    };
+    const bar = this.o.broker.journal?.barrier() ?? null;
+    if (bar === null) return show();
+    this.durableShowing = true;
+    void bar.then((ok) => {
+      this.durableShowing = false;
+      // A failed write is not shown: the publisher's wait times out and it does not acknowledge.
+      if (ok) show();
+      if (this.consumedFrom.some((c, w) => c !== snap[w])) this.showDurable();
+    });
+  }
+
+  /**
+   * Durable node: resolves true once every worker that this worker forwarded QoS 1/2
+   * messages to since the last call has consumed them with their store writes on disk;
+   * false after `timeoutMs` (a worker that died, a store that fails). Null: none to wait for.
+   */
+  takeDurableWait(timeoutMs = 10_000): Promise<boolean> | null {
+    let mask = this.durableMask;
+    this.durableMask = 0;
+    if (mask === 0) return null;
+    const n = this.o.plan.workers;
+    const targets: [number, number][] = [];
+    while (mask !== 0) {
+      const low = mask & -mask;
+      mask ^= low;
+      const w = 31 - Math.clz32(low);
+      const idx = this.workerId * n + w;
+      const target = this.sentTo[w]!;
+      if (((Atomics.load(this.durable, idx) - target) | 0) < 0) targets.push([idx, target]);
+    }
+    if (targets.length === 0) return null;
+    const giveUp = Date.now() + timeoutMs;
+    return (async () => {
+      for (const [idx, target] of targets) {
+        for (;;) {
+          const cur = Atomics.load(this.durable, idx);
+          if (((cur - target) | 0) >= 0) break;
+          const left = giveUp - Date.now();
+          if (left <= 0) {
+            this.o.log.warn('fabric.durable_wait_timeout', { worker: idx % n, target, reached: cur });
+            return false;
+          }
+          const r = waitAsync(this.durable, idx, cur, left);
+          if (r.async) await r.value;
+        }
+      }
+      return true;
+    })();
   }
 
   // ---- messages ------------------------------------------------------------------------
@@ -294,6 +409,7 @@ export class Fabric implements Router {
     if (!q || q.records.length === 0) {
       if (ring.tryWrite(parts)) {
         this.counters.forwardedOut++;
+        this.sent(w, m);
         return true;
       }
     }
@@ -318,8 +434,15 @@ export class Fabric implements Router {
     if (b.records.length === 0) this.blockedRings++;
     b.records.push(rec);
     b.bytes += len;
+    this.sent(w, m);
     if (!b.waiting) void this.flushBacklog(w, ring, b);
     return true;
+  }
+
+  /** A record for worker `w` is on its way (in its ring or in order behind it). */
+  private sent(w: number, m: Message): void {
+    this.sentTo[w] = (this.sentTo[w]! + 1) | 0;
+    if (m.qos > 0 && this.o.broker.journal !== null) this.durableMask |= 1 << w;
   }
 
   private async flushBacklog(w: number, ring: RingProducer, b: Backlog): Promise<void> {

@@ -34,6 +34,11 @@ export interface SharedPlan {
   readonly groupRemote: SharedArrayBuffer;
   /** Cluster: forward senders' delivered sequence numbers (src/cluster/wire/dedupe.ts). */
   readonly dedupe: SharedArrayBuffer;
+  /**
+   * Durable node: Int32 [from * workers + to] = how many records from worker `from` worker
+   * `to` has consumed with everything they wrote to the store on disk (fabric.ts, durableWait).
+   */
+  readonly durable: SharedArrayBuffer;
 }
 
 function pow2AtLeast(n: number): number {
@@ -68,6 +73,7 @@ export function createPlan(workers: number, maxPacketSize: number, clustered = f
     nodeSets: new SharedArrayBuffer(clustered ? nodeSetsBytes() : 4),
     groupRemote: new SharedArrayBuffer(clustered ? groupRemoteBytes() : 4),
     dedupe: new SharedArrayBuffer(clustered ? DedupeTable.bytes(4096) : 16),
+    durable: new SharedArrayBuffer(Math.max(4, workers * workers * 4)),
   };
 }
 

@@ -126,6 +126,7 @@ async function main(): Promise<void> {
         const value = broker.handOver(m.clientId, m.cleanStart);
         // Durable node: what this worker wrote of the session is on disk before the new
         // owner writes it (LMDB commits each thread's batch on its own).
+        broker.journal?.flushNow();
         const flushed = broker.journal?.barrier() ?? null;
         if (flushed === null) send({ type: 'reply', reqId: m.reqId, value });
         else void flushed.then(() => send({ type: 'reply', reqId: m.reqId, value }));
@@ -164,6 +165,7 @@ async function main(): Promise<void> {
         stopping ??= (async () => {
           await broker.stop(m.timeoutMs);
           // What the sessions wrote as their connections closed is on disk before the thread ends.
+          broker.journal?.flushNow();
           await broker.journal?.barrier();
           await store?.close();
           closeUwsNow();

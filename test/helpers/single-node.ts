@@ -20,14 +20,14 @@ export class SingleNode {
   httpPort = 0;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> = Promise.resolve({ code: null, signal: null });
 
-  constructor(readonly args: readonly string[], readonly dataDir = mkdtempSync(join(tmpdir(), 'fleetmq-single-'))) {}
+  constructor(readonly args: readonly string[], readonly dataDir = mkdtempSync(join(tmpdir(), 'fleetmq-single-')), readonly env: Record<string, string> = {}) {}
 
   spawn(): void {
     const args = [
       CLI_MAIN, 'start', '--bind', '127.0.0.1', '--mqtt-port', String(this.mqttPort), '--http-port', String(this.httpPort),
       '--ws-port', '0', '--mqtts-port', '0', '--wss-port', '0', '--data-dir', this.dataDir, '--log-level', 'info', ...this.args,
     ];
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ FLEETMQ_MQTT__SYS_INTERVAL_MS: '0' }) });
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ FLEETMQ_MQTT__SYS_INTERVAL_MS: '0', ...this.env }) });
     this.proc = p;
     live.add(p);
     let partial = '';
@@ -83,14 +83,14 @@ export class SingleNode {
 }
 
 /** Nodes made here are killed after the test file. */
-export function useSingleNodes(): { make(args: readonly string[], dataDir?: string): SingleNode } {
+export function useSingleNodes(): { make(args: readonly string[], dataDir?: string, env?: Record<string, string>): SingleNode } {
   const made: SingleNode[] = [];
   after(async () => {
     for (const n of made) if (n.proc && n.proc.exitCode === null && n.proc.signalCode === null) await n.kill();
   });
   return {
-    make(args, dataDir) {
-      const n = new SingleNode(args, dataDir);
+    make(args, dataDir, env) {
+      const n = new SingleNode(args, dataDir, env);
       made.push(n);
       return n;
     },

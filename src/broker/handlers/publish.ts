@@ -86,9 +86,15 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
   c.ackInOrder({ cmd: p.qos === 1 ? 'puback' : 'pubrec', messageId: id, reasonCode: rc } as Packet, wait);
 }
 
-/** `remote` and the store's barrier; a failed store write closes the connection unacknowledged (the client sends again). */
+/**
+ * `remote`, the store's barrier and (worker threads) the other workers that got the message
+ * having it on disk; a failed store write closes the connection unacknowledged (the
+ * client sends again).
+ */
 function durable(c: ClientConnection, remote: Promise<void> | null): Promise<void> | null {
-  const stored = c.broker.journal?.barrier() ?? null;
+  const own = c.broker.journal?.barrier() ?? null;
+  const others = c.broker.journal !== null ? c.broker.router?.takeDurableWait?.() ?? null : null;
+  const stored = own === null ? others : others === null ? own : Promise.all([own, others]).then(([a, b]) => a && b);
   if (stored === null) return remote;
   const both = remote === null ? stored : Promise.all([stored, remote]).then(([ok]) => ok);
   return both.then((ok) => {
