@@ -50,6 +50,10 @@ export class Journal {
 
   /** batch_ms > 0: writes wait here until the window closes, then go as one transaction. */
   private queued: (() => void)[] = [];
+  /** Message puts in the open window, by key: a removal in the same window cancels both. */
+  private queuedPuts = new Map<string, { at: number[]; added: boolean }>();
+  /** Writes that never reached the disk because their message was done within the window. */
+  cancelled = 0;
   private window: { timer: NodeJS.Timeout; done: Promise<boolean>; resolve: (ok: boolean) => void; reject: (e: unknown) => void } | null = null;
 
   constructor(
@@ -63,10 +67,15 @@ export class Journal {
   }
 
   /** One write: now ("always"), or in the open window, which then commits as one transaction. */
-  private write(op: () => Promise<boolean>): void {
+  private write(op: () => Promise<boolean>, putKey?: string, added = false): void {
     if (this.batchMs === 0) {
       this.track(op());
       return;
+    }
+    if (putKey !== undefined) {
+      const e = this.queuedPuts.get(putKey);
+      if (e) e.at.push(this.queued.length);
+      else this.queuedPuts.set(putKey, { at: [this.queued.length], added });
     }
     this.queued.push(() => void op());
     if (this.window === null) {
@@ -92,6 +101,7 @@ export class Journal {
     clearTimeout(w.timer);
     const ops = this.queued;
     this.queued = [];
+    this.queuedPuts.clear();
     this.db.batch(() => {
       for (const op of ops) op();
     }).then(w.resolve, w.reject);
@@ -116,14 +126,20 @@ export class Journal {
   barrier(): Promise<boolean> | null {
     const p = this.last;
     if (p === null) return null;
-    return p.then(
+    // Many packets of one turn ask after the same last write: one wait serves them all.
+    if (this.lastBarrier !== null && this.lastBarrier.of === p) return this.lastBarrier.wait;
+    const wait = p.then(
       () => this.db.flushed.then(() => {
         if (this.last === p) this.last = null;
         return true;
       }),
       () => false,
     );
+    this.lastBarrier = { of: p, wait };
+    return wait;
   }
+
+  private lastBarrier: { of: Promise<boolean>; wait: Promise<boolean> } | null = null;
 
   // ---- sessions ---------------------------------------------------------------------
 
@@ -157,7 +173,7 @@ export class Journal {
     d.seq = seq;
     const key = ['m', s.clientId, seq];
     const rec = toStored(d, 0, M_QUEUED);
-    this.write(() => this.db.put(key, rec));
+    this.write(() => this.db.put(key, rec), `${s.clientId}\u0000${seq}`, true);
   }
 
   /** QoS 2 sent with packet id `pid` (or released, PUBREL): written, so that a restart resends it with the same id. */
@@ -165,15 +181,26 @@ export class Journal {
     if (d.seq === undefined) return;
     const key = ['m', clientId, d.seq];
     const rec = toStored(d, pid, st);
-    this.write(() => this.db.put(key, rec));
+    this.write(() => this.db.put(key, rec), `${clientId}\u0000${d.seq}`);
   }
 
   /** Done (acknowledged), dropped or expired. */
   dropMessage(clientId: string, d: Delivery): void {
     if (d.seq === undefined) return;
     const key = ['m', clientId, d.seq];
-    this.write(() => this.db.remove(key));
+    // Acknowledged within the window it was written in (a connected subscriber, usually):
+    // neither the put nor the removal goes to disk.
+    const k = `${clientId}\u0000${d.seq}`;
     d.seq = undefined;
+    const e = this.queuedPuts.get(k);
+    if (e !== undefined) {
+      for (const i of e.at) this.queued[i] = noop;
+      this.queuedPuts.delete(k);
+      this.cancelled += e.at.length;
+      // Written first in this window: nothing of it is on disk, nothing to remove.
+      if (e.added) return;
+    }
+    this.write(() => this.db.remove(key));
   }
 
   // ---- wills and retained --------------------------------------------------------
@@ -191,6 +218,8 @@ export class Journal {
     else this.write(() => this.db.put(['r', m.topic], m));
   }
 }
+
+function noop(): void {}
 
 function toStored(d: Delivery, pid: number, st: StoredMessage['st']): StoredMessage {
   return { d: { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shared: d.shared }, pid, st };

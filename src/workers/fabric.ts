@@ -377,22 +377,38 @@ export class Fabric implements Router {
     }
     if (targets.length === 0) return null;
     const giveUp = Date.now() + timeoutMs;
-    return (async () => {
-      for (const [idx, target] of targets) {
-        for (;;) {
-          const cur = Atomics.load(this.durable, idx);
-          if (((cur - target) | 0) >= 0) break;
-          const left = giveUp - Date.now();
-          if (left <= 0) {
-            this.o.log.warn('fabric.durable_wait_timeout', { worker: idx % n, target, reached: cur });
-            return false;
-          }
-          const r = waitAsync(this.durable, idx, cur, left);
-          if (r.async) await r.value;
+    const waits = targets.map(([idx, target]) => new Promise<boolean>((resolve) => {
+      let q = this.durableWaiters.get(idx);
+      if (q === undefined) this.durableWaiters.set(idx, (q = []));
+      q.push({ target, giveUp, resolve });
+      if (q.length === 1) void this.watchDurable(idx, q);
+    }));
+    return waits.length === 1 ? waits[0]! : Promise.all(waits).then((r) => r.every(Boolean));
+  }
+
+  /** Per watched word: publishers' waits in target order (the counts only grow). */
+  private readonly durableWaiters = new Map<number, { target: number; giveUp: number; resolve: (ok: boolean) => void }[]>();
+
+  /** One wait loop per watched word serves every publisher waiting on it (one waitAsync, not one each). */
+  private async watchDurable(idx: number, q: { target: number; giveUp: number; resolve: (ok: boolean) => void }[]): Promise<void> {
+    const keep = keepAliveTimer();
+    try {
+      while (q.length > 0) {
+        const cur = Atomics.load(this.durable, idx);
+        const now = Date.now();
+        while (q.length > 0 && (((cur - q[0]!.target) | 0) >= 0 || q[0]!.giveUp <= now)) {
+          const w = q.shift()!;
+          const ok = ((cur - w.target) | 0) >= 0;
+          if (!ok) this.o.log.warn('fabric.durable_wait_timeout', { worker: idx % this.o.plan.workers, target: w.target, reached: cur });
+          w.resolve(ok);
         }
+        if (q.length === 0) break;
+        const r = waitAsync(this.durable, idx, cur, Math.max(1, q[0]!.giveUp - now));
+        if (r.async) await r.value;
       }
-      return true;
-    })();
+    } finally {
+      clearInterval(keep);
+    }
   }
 
   // ---- messages ------------------------------------------------------------------------

@@ -44,7 +44,8 @@ export interface BrokerSpec {
   version(): string;
   /** What each alike-setting maps to for this broker, and what it cannot match. */
   settings: Record<string, string>;
-  prepare(dir: string, runLabel: string, opts: { workers: number | null }): Promise<Prepared>;
+  /** `persistence`: null, or fleetmq's durability.sync mode ("batch" | "always"); the peers then persist as they can. */
+  prepare(dir: string, runLabel: string, opts: { workers: number | null; persistence: string | null }): Promise<Prepared>;
 }
 
 export async function freePort(): Promise<number> {
@@ -81,7 +82,7 @@ const fleetmq: BrokerSpec = {
     inflight: `mqtt.max_inflight ${IN_FLIGHT}, mqtt.receive_maximum ${IN_FLIGHT}`,
     queue: `mqtt.max_queued_messages ${QUEUE_LIMIT} (QoS 0 queued too: mqtt.queue_qos0 true, drop_oldest)`,
     nagle: 'TCP_NODELAY always on (src/transport/tcp.ts)',
-    persistence: 'none (this release keeps sessions in memory only)',
+    persistence: 'durability.sync none, or the --persistence mode',
     anonymous: 'auth.allow_anonymous true',
     logs: 'log.level warn (JSON lines on stderr)',
     sys: 'mqtt.sys_interval_ms 0 ($SYS off)',
@@ -103,6 +104,7 @@ const fleetmq: BrokerSpec = {
         sys_interval_ms: 0,
       },
       auth: { allow_anonymous: true, password_file: null, acl_file: null },
+      durability: { sync: opts.persistence ?? 'none' },
     };
     const path = join(dir, `fleetmq-${runLabel}.json`);
     const text = JSON.stringify(config, null, 2) + '\n';
@@ -134,7 +136,7 @@ const mosquitto: BrokerSpec = {
     logs: 'log_dest stderr, log_type error',
     sys: 'sys_interval 0 ($SYS off)',
   },
-  async prepare(dir, runLabel) {
+  async prepare(dir, runLabel, opts) {
     const port = await freePort();
     const text = [
       '# written by bench/compare (fleetmq); one run of a comparison',
@@ -143,7 +145,7 @@ const mosquitto: BrokerSpec = {
       'allow_anonymous true',
       `max_inflight_messages ${IN_FLIGHT}`,
       `max_queued_messages ${QUEUE_LIMIT}`,
-      'persistence false',
+      ...(opts.persistence !== null ? ['persistence true', `persistence_location ${dir}/`, `persistence_file mosquitto-${runLabel}.db`] : ['persistence false']),
       'set_tcp_nodelay true',
       'sys_interval 0',
       'log_dest stderr',

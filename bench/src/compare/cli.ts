@@ -38,6 +38,8 @@ Options:
   --generator ts|native  bench/dist/cli.js or native-bench/fleetmq-nbench (default ts)
   --out DIR            results directory (default bench/results)
   --workers N          passed to fleetmq start as --workers N (when fleetmq supports it)
+  --persistence MODE   batch | always: fleetmq with durability.sync MODE, Mosquitto with
+                       persistence true (Aedes stays in memory)
   --gen-workers N      the generator's own --workers N (worker threads)
   --stall-s S          a run is stalled when nothing moves for S seconds (default 10)
   --crash-grace-s S    after a broker crash, time the generator gets to finish (default 5)
@@ -61,6 +63,7 @@ interface Options {
   generator: 'ts' | 'native';
   out: string;
   workers: number | null;
+  persistence: string | null;
   stallS: number;
   crashGraceS: number;
   runTimeoutS: number | null;
@@ -80,9 +83,9 @@ function positive(flag: string, v: string | undefined, allowZero = false): numbe
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     scenario: '', genFlags: [], brokers: [...BROKERS], rounds: 3, generator: 'ts',
-    out: join(ROOT, 'bench/results'), workers: null, stallS: 10, crashGraceS: 5, runTimeoutS: null, pauseS: 1, killBroker: null, generatorPath: null,
+    out: join(ROOT, 'bench/results'), workers: null, persistence: null, stallS: 10, crashGraceS: 5, runTimeoutS: null, pauseS: 1, killBroker: null, generatorPath: null,
   };
-  const own = new Set(['--brokers', '--rounds', '--generator', '--out', '--workers', '--stall-s', '--crash-grace-s', '--run-timeout-s', '--pause-s', '--test-kill-broker', '--generator-path', '--gen-workers']);
+  const own = new Set(['--brokers', '--rounds', '--generator', '--out', '--workers', '--stall-s', '--crash-grace-s', '--run-timeout-s', '--pause-s', '--test-kill-broker', '--generator-path', '--gen-workers', '--persistence']);
   for (let i = 0; i < argv.length; i++) {
     const tok = argv[i] as string;
     if (tok === '--help') throw new UsageError('');
@@ -112,6 +115,10 @@ function parseArgs(argv: string[]): Options {
         case '--gen-workers':
           if (!Number.isInteger(positive(name, v))) throw new UsageError('--gen-workers: expected an integer');
           o.genFlags.push('--workers', v);
+          break;
+        case '--persistence':
+          if (v !== 'batch' && v !== 'always') throw new UsageError('--persistence: batch or always');
+          o.persistence = v;
           break;
         case '--workers':
           o.workers = positive(name, v);
@@ -298,7 +305,7 @@ async function main(argv: string[]): Promise<number> {
         inflight: 'QoS 1/2 in flight per client: 32',
         queue: 'queued messages per client: 1000',
         nagle: 'TCP_NODELAY on',
-        persistence: 'none (in memory only)',
+        persistence: o.persistence === null ? 'none (in memory only)' : `fleetmq durability.sync ${o.persistence}; Mosquitto persistence true (its own periodic save); Aedes in memory`,
         anonymous: 'anonymous clients allowed',
         logs: 'errors / warnings only',
         sys: '$SYS publishing off',
@@ -372,7 +379,7 @@ async function main(argv: string[]): Promise<number> {
           generator: { cmd: generator.cmd, args: generator.args },
           flows: FLOWS.has(o.scenario),
           expectMeasureS: flagValue(genFlags, '-L') === null || flagValue(genFlags, '-L') === '0' ? duration : null,
-          stallS: o.stallS, recvStallS, crashGraceS: o.crashGraceS, runTimeoutS, clkTck: clk, workers: o.workers,
+          stallS: o.stallS, recvStallS, crashGraceS: o.crashGraceS, runTimeoutS, clkTck: clk, workers: o.workers, persistence: o.persistence,
           killBrokerAfterMs: o.killBroker && o.killBroker.broker === b && o.killBroker.round === round ? 300 : null,
           onConfig: (c) => result.configs_written.push({ broker: b, seq, path: c.path, text: c.text }),
           onBrokerReady: (pid, port) => say(`${tag}: starting — broker pid ${pid} on 127.0.0.1:${port}`),

@@ -31,6 +31,7 @@ export interface RunOptions {
   runTimeoutS: number;
   clkTck: number;
   workers: number | null;
+  persistence: string | null;
   /** Test hook: SIGKILL the broker this many ms after `measure` (null = never). */
   killBrokerAfterMs: number | null;
   onConfig(c: { path: string; text: string }): void;
@@ -74,7 +75,7 @@ async function startBroker(o: RunOptions, label: string): Promise<{ ok: StartedB
   let lastTail: string[] = [];
   let lastPrepared: Prepared | null = null;
   for (let attempt = 1; attempt <= 2; attempt++) {
-    const prepared = await o.spec.prepare(o.dir, attempt === 1 ? label : `${label}-retry`, { workers: o.workers });
+    const prepared = await o.spec.prepare(o.dir, attempt === 1 ? label : `${label}-retry`, { workers: o.workers, persistence: o.persistence });
     lastPrepared = prepared;
     o.onConfig({ path: prepared.config_path, text: prepared.config_text });
     const child = startChild(o.spec.name, prepared.cmd, prepared.args, { env: prepared.env, cwd: o.dir });
