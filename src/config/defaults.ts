@@ -143,7 +143,7 @@ export const DEFAULTS: Config = deepFreeze({
     route_commit_timeout_ms: 10_000,
   },
   durability: {
-    sync: 'none',
+    sync: 'batch',
     batch_ms: 10,
   },
 });

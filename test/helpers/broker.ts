@@ -1,5 +1,8 @@
 // Test harness: a real fleetmq node in this process on free loopback ports.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createConnection, createServer } from 'node:net';
 import { DEFAULTS } from '../../src/config/defaults.js';
 import type { Config } from '../../src/config/types.js';
@@ -53,6 +56,8 @@ export async function startBroker(overrides: DeepPartial<Config> = {}): Promise<
   cfg.listeners.mqtts_port = 0;
   cfg.listeners.wss_port = 0;
   cfg.mqtt.sys_interval_ms = 0;
+  // Its own data dir (the store of a durable node), removed when it stops.
+  cfg.node.data_dir = mkdtempSync(join(tmpdir(), 'fleetmq-broker-'));
   // The suite runs at FLEETMQ_TEST_WORKERS worker threads (default 1; the test/w4 copies use 4).
   cfg.node.workers = Number(process.env['FLEETMQ_TEST_WORKERS'] ?? 1);
   merge(cfg as unknown as Record<string, unknown>, overrides as Record<string, unknown>);
@@ -73,7 +78,10 @@ export async function startBroker(overrides: DeepPartial<Config> = {}): Promise<
     node, cfg, logs,
     port: l.mqtt_port, wsPort: l.ws_port, httpPort: l.http_port, mqttsPort: l.mqtts_port, wssPort: l.wss_port,
     url: `mqtt://127.0.0.1:${l.mqtt_port}`,
-    stop: () => node.stop('test'),
+    stop: async () => {
+      await node.stop('test');
+      rmSync(cfg.node.data_dir, { recursive: true, force: true });
+    },
   };
 }
 
