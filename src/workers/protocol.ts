@@ -19,8 +19,11 @@ export interface WorkerData {
   accept: SharedAccept;
   /** Cluster: the port to the replication thread (src/cluster/agent.ts AgentToWorker). */
   agentPort: MessagePort | null;
-  /** Durable node, first start: read this worker's share of the store back (src/store/recovery.ts). */
-  recover: boolean;
+  /**
+   * Durable node: read sessions back from the store (src/store/recovery.ts): this worker's
+   * share by client id (`ids` null, the node's start), or the ones named (a restart).
+   */
+  recover: { ids: string[] | null } | null;
   /** Accept {type:'fault'} (tests of the supervisor). */
   faultInjection: boolean;
 }

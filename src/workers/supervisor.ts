@@ -179,6 +179,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   // Recovered retained messages carry sequence number 1 on every worker: later updates count from 2.
   if (durable) Atomics.add(new BigInt64Array(plan.control, CONTROL_WORDS * 4, 1), 0, 1n);
   const firstSpawn = new Set(slots.map((x) => x.id));
+  /** Client ids of a dead worker's sessions, until its successor has read them back. */
+  const recovering = new Map<string, Promise<void>>();
   const runningWaiters: (() => void)[] = [];
 
   const post = (s: Slot, m: ToWorker): void => s.worker?.postMessage(m);
@@ -242,6 +244,10 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
           });
         } else remote = settle(r);
       }
+      // Durable node: a session of a worker being restarted is claimed once the new thread
+      // has read it back (so the client gets it, not an empty one beside it).
+      const back = recovering.get(clientId);
+      if (back) await Promise.race([back, new Promise((r) => setTimeout(r, 15_000).unref())]);
       const owner = registry.get(clientId);
       registry.set(clientId, s.id);
       let transfer: SessionTransfer | null = null;
@@ -330,7 +336,8 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
     }
   };
 
-  const spawn = (s: Slot, retained: [Message, number][]): Promise<void> => {
+  /** `held`: a restarted worker's client ids, read back from the store (durable node). */
+  const spawn = (s: Slot, retained: [Message, number][], held: string[] | null = null): Promise<void> => {
     // Cluster: a port to the replication thread (peers, retained messages from the cluster).
     let agentPort: MessagePort | null = null;
     if (clustered) {
@@ -338,8 +345,9 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
       rep.postMessage({ type: 'workerPort', worker: s.id, port: ch.port1 } satisfies ToReplicator, [ch.port1]);
       agentPort = ch.port2;
     }
-    // A worker's first start reads its share of the store; one restarted after a crash does not (yet).
-    const recover = durable && firstSpawn.delete(s.id);
+    // A worker's first start reads its share of the store (by client id hash); one restarted
+    // after a crash reads the sessions its predecessor held.
+    const recover = !durable ? null : firstSpawn.delete(s.id) ? { ids: null } : { ids: held ?? [] };
     const data: WorkerData = { id: s.id, plan, trie, cfg, retained, accept, faultInjection, agentPort, recover };
     const w = new Worker(WORKER_URL, { workerData: data, name: `fleetmq-worker-${s.id}`, transferList: agentPort ? [agentPort] : [] });
     s.worker = w;
@@ -389,34 +397,45 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
         '(no SO_REUSEPORT addon), which closed with it; stopping the node so that its service manager restarts it');
       return;
     }
-    // Its clients are gone with it; their sessions were in its memory only (until durable
-    // sessions arrive): counted and logged.
+    // Its clients are gone with it. Durable node: its sessions are read back from the store
+    // by the new thread (those the registry gave it; what it wrote in its last commit window
+    // was not acknowledged). Otherwise they were in its memory only: counted as lost.
     const c = counters[s.id]!;
-    const lost = c.sessions;
+    const lost = durable ? 0 : c.sessions;
     sessionsLost += lost;
     c.sessionsLostOnRestart += lost;
     Atomics.sub(ctl, C_OPEN_CONNECTIONS, c.connectionsOpen);
     for (let i = FIRST_GAUGE; i < COUNTER_SLOTS; i++) c.slots[i] = 0;
-    let dropped = 0;
+    const held: string[] = [];
     for (const [id, owner] of registry) {
       if (owner === s.id) {
         registry.delete(id);
-        dropped++;
+        held.push(id);
       }
     }
-    log.error('worker.exited', { worker: s.id, code, sessions_lost: lost, registry_dropped: dropped });
+    log.error('worker.exited', { worker: s.id, code, sessions_lost: lost, registry_dropped: held.length, ...(durable ? { sessions_to_recover: held.length } : {}) });
+    let restarted = (): void => undefined;
+    if (durable) {
+      const back = new Promise<void>((r) => (restarted = r));
+      for (const id of held) recovering.set(id, back);
+    }
     const routes = await askRep({ type: 'purge', worker: s.id, slot: s.readerSlot, reqId: nextReq++ });
     s.restarts++;
     const sibling = slots.find((x) => x !== s && x.state === 'running');
     const retained = sibling
       ? ((await ask(sibling, { type: 'retainedSnapshot', reqId: nextReq++ })) as [Message, number][] | null) ?? []
       : [];
-    if (stopping) return;
+    if (stopping) return restarted();
     try {
-      await spawn(s, retained);
-      log.warn('worker.restarted', { worker: s.id, restarts: s.restarts, routes_purged: routes, retained: retained.length });
+      await spawn(s, retained, held);
+      // Its recovered sessions are routed: their wills (connections the crash cut) may go.
+      if (durable) post(s, { type: 'recovered' });
+      log.warn('worker.restarted', { worker: s.id, restarts: s.restarts, routes_purged: routes, retained: retained.length, ...(durable ? { sessions_recovered: recoveredCounts.at(-1)?.['sessions'] ?? 0 } : {}) });
     } catch (e) {
       log.error('worker.restart_failed', { worker: s.id, error: e });
+    } finally {
+      for (const id of held) if (recovering.get(id) !== undefined) recovering.delete(id);
+      restarted();
     }
   };
 

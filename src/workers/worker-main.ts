@@ -105,7 +105,8 @@ async function main(): Promise<void> {
   let recovered: Recovered | null = null;
   if (store && data.recover) {
     // This worker's share of the sessions, routed before the worker says it is ready.
-    recovered = await recoverStore(store, Date.now(), (clientId) => shareOf(clientId, plan.workers) === id);
+    const ids = data.recover.ids === null ? null : new Set(data.recover.ids);
+    recovered = await recoverStore(store, Date.now(), ids === null ? (clientId) => shareOf(clientId, plan.workers) === id : (clientId) => ids.has(clientId));
     restoreSessions(broker, recovered.sessions);
     for (const m of recovered.retained) broker.retained.set(reviveMessage(m), 1);
     broker.counters.retainedStored = broker.retained.size;
