@@ -93,7 +93,8 @@ const fleetmq: BrokerSpec = {
     const ws = await freePort();
     const http = await freePort();
     const config = {
-      node: { name: 'fleetmq-bench', data_dir: dir, shutdown_timeout_ms: 2000 },
+      // A data dir per run: a durable node would otherwise read back the previous run's sessions.
+      node: { name: 'fleetmq-bench', data_dir: join(dir, `data-${runLabel}`), shutdown_timeout_ms: 2000 },
       log: { level: 'warn' },
       listeners: { bind: '127.0.0.1', mqtt_port: mqtt, mqtts_port: 0, ws_port: ws, wss_port: 0, http_port: http },
       mqtt: {
