@@ -2,8 +2,9 @@
 // their subscriptions, queued and in-flight QoS 1/2 messages and inbound QoS 2 ids, wills
 // and retained messages survive `kill -9`; expired sessions are gone after a restart; a
 // foreign or corrupt store is refused at start-up (exit 1, the path named). Each case runs
-// on the inline node (--workers 0) and on worker threads (--workers 2). Real processes,
-// real sockets, the real store on disk.
+// on the inline node (--workers 0) and on worker threads (--workers 2), and with
+// durability.sync "always" on worker threads. Real processes, real sockets, the real store
+// on disk.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -47,10 +48,10 @@ async function close(c: RawClient): Promise<void> {
   await new Promise((r) => setTimeout(r, 100));
 }
 
-for (const workers of [0, 2]) {
-  describe(`durability.sync batch, --workers ${workers}`, () => {
+for (const [workers, sync] of [[0, 'batch'], [2, 'batch'], [2, 'always']] as const) {
+  describe(`durability.sync ${sync}, --workers ${workers}`, () => {
     const nodes = useSingleNodes();
-    const args = ['--durability', 'batch', '--workers', String(workers)];
+    const args = ['--durability', sync, '--workers', String(workers)];
 
     test('kill -9: an offline persistent session keeps its subscription and its acknowledged QoS 1/2 messages, in order; retained messages stay', T, async () => {
       const n = await nodes.make(args).start();
