@@ -192,10 +192,11 @@ export class Broker {
     conn.session = null;
     this.redispatchShared(s, conn.clientId);
     const will = conn.will && !conn.discardWill && !this.stopping ? conn.will : null;
-    const j = this.journal;
-    // Its will record goes once the will is published or discarded (DISCONNECT 0x00); a
-    // node stopping keeps it, to be published when the node starts again, as after a crash.
-    if (j !== null && conn.will && !this.stopping && !(will && s.expiryInterval > 0 && Math.min(conn.willDelay, s.expiryInterval) > 0)) j.dropWill(s.clientId);
+    // Capped by the session's expiry: 0 for a session that ends now [MQTT-3.1.3-9 v5].
+    const delay = Math.min(conn.willDelay, s.expiryInterval);
+    // Its will record goes unless the will is now delayed (delayWill writes it again with its
+    // time); a node stopping keeps it, to be published when it starts again, as after a crash.
+    if (conn.will && !this.stopping && !(will && delay > 0)) this.journal?.dropWill(s.clientId);
     s.offSince = Date.now();
     if (s.expiryInterval === 0) {
       if (will) this.publishWill(will);
@@ -203,11 +204,10 @@ export class Broker {
       return;
     }
     if (will) {
-      const delay = Math.min(conn.willDelay, s.expiryInterval);
       if (delay === 0) this.publishWill(will);
       else this.delayWill(s, will, Date.now() + delay * 1000);
     }
-    if (s.stored) j?.saveSession(s);
+    if (s.stored) this.journal?.saveSession(s);
     if (s.expiryInterval !== NEVER_EXPIRES) this.armExpiry(s, s.offSince + s.expiryInterval * 1000);
   }
 

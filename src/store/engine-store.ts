@@ -14,14 +14,17 @@ export function storeDir(cfg: Config): string {
 }
 
 /**
- * This thread's handle on the node's store, or null: durability.sync "none", or a cluster
- * node (etcd holds session ownership and retained messages there; sessions that survive a
- * node's death are issue 12's next part).
+ * Whether the node keeps a store: durability.sync is not "none" and the node is outside a
+ * cluster (etcd holds session ownership and retained messages there; sessions that survive
+ * a node's death are issue 12's next part).
  */
+export function durableNode(cfg: Config): boolean {
+  return cfg.durability.sync !== 'none' && cfg.cluster.role === 'none';
+}
+
+/** This thread's handle on the node's store, or null (not a durable node). */
 export function openEngineStore(cfg: Config): RootDatabase | null {
-  const d = cfg.durability;
-  if (d.sync === 'none' || cfg.cluster.role !== 'none') return null;
-  return openStore(storeDir(cfg), { commitDelayMs: 0 });
+  return durableNode(cfg) ? openStore(storeDir(cfg), { commitDelayMs: 0 }) : null;
 }
 
 /** Gives `broker` its journal on `db`; a failed write is logged (and counted by the caller's answer). */

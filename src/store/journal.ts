@@ -6,9 +6,10 @@
 //   ['m', clientId, seq]     one QoS 1/2 message of that session: queued, or sent with its packet id
 //   ['w', clientId]          the will of a connection (or of an offline session, with the time it is due)
 //   ['r', topic]             a retained message (a node outside a cluster; in a cluster etcd holds them)
-// Writes are asynchronous; LMDB gathers those of durability.batch_ms into one transaction
-// (group commit). barrier() resolves once everything written so far is on disk: PUBACK,
-// PUBREC and SUBACK wait for it when their packet wrote something.
+// Writes are asynchronous: with durability.sync "batch" they wait in a window of batch_ms
+// and go as one LMDB transaction (group commit); with "always" each event-loop turn's
+// writes commit at once. barrier() resolves once everything written so far is on disk:
+// PUBACK, PUBREC and SUBACK wait for it when their packet wrote something.
 import type { RootDatabase } from 'lmdb';
 import type { Message } from '../broker/message.js';
 import type { Delivery, Session } from '../broker/session.js';
@@ -45,15 +46,12 @@ export interface StoredWill {
 export class Journal {
   /** The newest write not yet known to be on disk. */
   private last: Promise<boolean> | null = null;
-  writes = 0;
   private onFailure: (e: unknown) => void = () => undefined;
 
   /** batch_ms > 0: writes wait here until the window closes, then go as one transaction. */
   private queued: (() => void)[] = [];
   /** Message puts in the open window, by key: a removal in the same window cancels both. */
   private queuedPuts = new Map<string, { at: number[]; added: boolean }>();
-  /** Writes that never reached the disk because their message was done within the window. */
-  cancelled = 0;
   private window: { timer: NodeJS.Timeout; done: Promise<boolean>; resolve: (ok: boolean) => void; reject: (e: unknown) => void } | null = null;
 
   constructor(
@@ -68,6 +66,7 @@ export class Journal {
 
   /** One write: now ("always"), or in the open window, which then commits as one transaction. */
   private write(op: () => Promise<boolean>, putKey?: string, added = false): void {
+    if (this.counters) this.counters.storeWrites++;
     if (this.batchMs === 0) {
       this.track(op());
       return;
@@ -88,9 +87,6 @@ export class Journal {
       const timer = setTimeout(() => this.closeWindow(), this.batchMs);
       this.window = { timer, done, resolve, reject };
       this.track(done);
-    } else {
-      this.writes++;
-      if (this.counters) this.counters.storeWrites++;
     }
   }
 
@@ -113,8 +109,6 @@ export class Journal {
   }
 
   private track(p: Promise<boolean>): void {
-    this.writes++;
-    if (this.counters) this.counters.storeWrites++;
     this.last = p;
     p.catch((e: unknown) => this.onFailure(e));
   }
@@ -196,7 +190,6 @@ export class Journal {
     if (e !== undefined) {
       for (const i of e.at) this.queued[i] = noop;
       this.queuedPuts.delete(k);
-      this.cancelled += e.at.length;
       // Written first in this window: nothing of it is on disk, nothing to remove.
       if (e.added) return;
     }

@@ -19,6 +19,7 @@ import type { RouteGroupMatch } from '../broker/router.js';
 import { forEachSlot, groupRemoteSet, orNodeSet, SET_WORDS } from '../cluster/node-sets.js';
 import type { GroupOnline } from '../cluster/group-online.js';
 import type { Forwarder } from '../cluster/forwarder.js';
+import { durableNode } from '../store/engine-store.js';
 
 const NO_SLOTS: readonly number[] = [];
 const EMPTY_RECORD = Buffer.alloc(0);
@@ -68,6 +69,8 @@ export class Fabric implements Router {
   private readonly shownFrom: number[];
   private durableShowing = false;
   private durableMask = 0;
+  /** A durable node (the counts above are kept only then). */
+  private readonly durableNode: boolean;
   private readonly loops: RingLoop[] = [];
   private readonly backlog: (Backlog | null)[];
   private readonly routes: RingProducer;
@@ -119,6 +122,7 @@ export class Fabric implements Router {
         this.inboundFrom.push(w);
       }
     }
+    this.durableNode = durableNode(o.broker.cfg);
     this.durable = new Int32Array(plan.durable);
     this.sentTo = new Array<number>(plan.workers).fill(0);
     this.consumedFrom = new Array<number>(plan.workers).fill(0);
@@ -307,14 +311,18 @@ export class Fabric implements Router {
   private readonly fromHandlers: ((data: Buffer, start: number, length: number) => void)[] = [];
   private durableQueued = false;
 
-  /** The record handler of the ring from worker `from`: delivers, and counts it for durableWait. */
+  /**
+   * The record handler of the ring from worker `from`: delivers, and (durable node) counts
+   * it for durableWait; other nodes deliver with the plain handler.
+   */
   private recordFrom(from: number): (data: Buffer, start: number, length: number) => void {
+    if (!this.durableNode) return this.onRecord;
     let h = this.fromHandlers[from];
     if (h === undefined) {
       h = (data, start, length) => {
         this.consumedFrom[from] = (this.consumedFrom[from]! + 1) | 0;
         // Shown once per batch of records (after the drain that holds this one).
-        if (!this.durableQueued && this.o.broker.journal !== null) {
+        if (!this.durableQueued) {
           this.durableQueued = true;
           queueMicrotask(() => {
             this.durableQueued = false;
@@ -457,8 +465,9 @@ export class Fabric implements Router {
 
   /** A record for worker `w` is on its way (in its ring or in order behind it). */
   private sent(w: number, m: Message): void {
+    if (!this.durableNode) return;
     this.sentTo[w] = (this.sentTo[w]! + 1) | 0;
-    if (m.qos > 0 && this.o.broker.journal !== null) this.durableMask |= 1 << w;
+    if (m.qos > 0) this.durableMask |= 1 << w;
   }
 
   private async flushBacklog(w: number, ring: RingProducer, b: Backlog): Promise<void> {

@@ -2,7 +2,7 @@
 // workers, restarts a worker that dies, keeps the session registry (client id → worker),
 // answers probes by asking the workers, serves HTTP (docs/workers.md).
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
-import { openEngineStore, storeDir } from '../store/engine-store.js';
+import { durableNode, openEngineStore, storeDir } from '../store/engine-store.js';
 import type { Message } from '../broker/message.js';
 import type { SessionTransfer } from '../broker/transfer.js';
 import type { Config } from '../config/types.js';
@@ -173,7 +173,7 @@ export async function startWorkerPool(cfg: Config, log: Logger, opts: WorkerPool
   // messages, issue 12): the store is opened here first (a foreign or corrupt one stops the
   // start with its reason), then each worker reads its own share of the sessions back, in
   // parallel, before it reports ready (src/store/recovery.ts); the registry learns them then.
-  const durable = !clustered && cfg.durability.sync !== 'none';
+  const durable = durableNode(cfg);
   if (durable) await openEngineStore(cfg)?.close();
   const recoveredCounts: Record<string, number>[] = [];
   // Recovered retained messages carry sequence number 1 on every worker: later updates count from 2.

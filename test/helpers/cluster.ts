@@ -84,7 +84,8 @@ export class ClusterNode {
       } catch (e) {
         // A port picked here was taken between the pick and the bind (by another test's
         // process, or an outgoing connection's ephemeral port): pick again, twice at most.
-        const inUse = this.logs.slice(logged).some((l) => l.includes('"node.start_failed"') && l.includes('EADDRINUSE'));
+        // (A managed etcd member's port reports ETCD_PORT_IN_USE.)
+        const inUse = this.logs.slice(logged).some((l) => l.includes('"node.start_failed"') && (l.includes('EADDRINUSE') || l.includes('ETCD_PORT_IN_USE')));
         if (!fresh || !inUse || attempt >= 3) throw e;
         this.mqttPort = 0;
       }

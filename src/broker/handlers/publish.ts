@@ -92,8 +92,10 @@ export function handlePublish(c: ClientConnection, p: DecodedPublish): void {
  * client sends again).
  */
 function durable(c: ClientConnection, remote: Promise<void> | null): Promise<void> | null {
-  const own = c.broker.journal?.barrier() ?? null;
-  const others = c.broker.journal !== null ? c.broker.router?.takeDurableWait?.() ?? null : null;
+  const j = c.broker.journal;
+  if (j === null) return remote;
+  const own = j.barrier();
+  const others = c.broker.router?.takeDurableWait?.() ?? null;
   const stored = own === null ? others : others === null ? own : Promise.all([own, others]).then(([a, b]) => a && b);
   if (stored === null) return remote;
   const both = remote === null ? stored : Promise.all([stored, remote]).then(([ok]) => ok);
